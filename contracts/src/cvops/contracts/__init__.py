@@ -1,0 +1,27 @@
+"""cvops-contracts: the only shared vocabulary — events, value types and API bodies."""
+
+from cvops.contracts import identity, registry
+from cvops.contracts.codec import UnknownEvent, decode, encode, event_types, json_schemas, register
+from cvops.contracts.common import ArtifactRef, Lineage, TensorSpec
+from cvops.contracts.envelope import SUBJECT_PREFIX, Event, Stamp, stable_id, subject_token
+
+register(*identity.IDENTITY_EVENTS, *registry.REGISTRY_EVENTS)
+
+__all__ = [
+    "SUBJECT_PREFIX",
+    "ArtifactRef",
+    "Event",
+    "Lineage",
+    "Stamp",
+    "TensorSpec",
+    "UnknownEvent",
+    "decode",
+    "encode",
+    "event_types",
+    "identity",
+    "json_schemas",
+    "register",
+    "registry",
+    "stable_id",
+    "subject_token",
+]

@@ -1,0 +1,47 @@
+# cvops tasks. Run through ./justw, which makes .venv and installs the workspace first.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+python := ".venv/bin/python"
+
+# list the recipes
+default:
+    @just --list
+
+# the whole test suite with workspace coverage
+test *args:
+    {{python}} -m pytest --cov --cov-report=term --cov-report=xml -q {{args}}
+
+# ruff lint + format check
+lint:
+    {{python}} -m ruff check .
+    {{python}} -m ruff format --check .
+
+# format the code
+fmt:
+    {{python}} -m ruff check --fix .
+    {{python}} -m ruff format .
+
+# static types
+typecheck:
+    {{python}} -m mypy contracts/src libs/core/src
+
+# regenerate contracts/schemas/ from the event classes
+schemas:
+    {{python}} -m cvops.contracts.schemas contracts/schemas
+
+# start NATS and every service locally (state in .cvops/)
+up:
+    {{python}} -m cvops.core.local up
+
+# stop everything `up` started
+down:
+    {{python}} -m cvops.core.local down
+
+# each process, its port and health
+status:
+    {{python}} -m cvops.core.local status
+
+# event path benchmark: append+project vs raw JetStream, fsync always vs default
+bench-events *args:
+    {{python}} bench/event_path.py {{args}}

@@ -1,0 +1,36 @@
+"""cvops-core: bus, event log, projection runner, artifacts, leases, settings, logging."""
+
+from cvops.core.artifacts import ArtifactStore, SpooledUpload, TooLarge
+from cvops.core.bus import ALL_EVENTS, STREAM, Bus, ConcurrencyConflict, Published, WorkConsumer
+from cvops.core.logging import configure_logging, get_logger
+from cvops.core.projection import (
+    Projection,
+    ProjectionRunner,
+    dump_rows,
+    rebuild_projection,
+    sqlite_engine,
+)
+from cvops.core.runtime import run_service
+from cvops.core.settings import Settings, load_settings
+
+__all__ = [
+    "ALL_EVENTS",
+    "STREAM",
+    "ArtifactStore",
+    "Bus",
+    "ConcurrencyConflict",
+    "Projection",
+    "ProjectionRunner",
+    "Published",
+    "Settings",
+    "SpooledUpload",
+    "TooLarge",
+    "WorkConsumer",
+    "configure_logging",
+    "dump_rows",
+    "get_logger",
+    "load_settings",
+    "rebuild_projection",
+    "run_service",
+    "sqlite_engine",
+]

@@ -1,0 +1,268 @@
+"""The bus: one JetStream stream of events, an object store, a KV bucket; publish and pull."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
+
+from cvops.contracts import SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
+from cvops.core.logging import get_logger
+from cvops.core.settings import Settings
+
+STREAM = "CVOPS_EVENTS"
+ARTIFACT_BUCKET = "cvops-artifacts"
+LEASE_BUCKET = "cvops-leases"
+ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+
+log = get_logger(__name__)
+
+
+class ConcurrencyConflict(Exception):
+    """The aggregate moved on since we read it (expected-last-subject-sequence failed)."""
+
+
+@dataclass(frozen=True)
+class Published:
+    seq: int
+    duplicate: bool
+
+
+class Bus:
+    """A NATS connection with the cvops stream, object store and KV ensured."""
+
+    def __init__(self, nc: Client, js: JetStreamContext, settings: Settings) -> None:
+        self.nc = nc
+        self.js = js
+        self.settings = settings
+
+    @classmethod
+    async def connect(cls, settings: Settings, *, name: str = "cvops") -> Bus:
+        """Connect (reconnecting forever when the server restarts) and ensure the stream."""
+        nc = await nats.connect(
+            settings.effective_nats_url,
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+            error_cb=_log_error,
+            disconnected_cb=_log_disconnect,
+        )
+        bus = cls(nc, nc.jetstream(timeout=10), settings)
+        await bus.ensure()
+        return bus
+
+    async def ensure(self) -> None:
+        """Create or update the stream, object store and KV bucket (idempotent)."""
+        config = StreamConfig(
+            name=STREAM,
+            subjects=[ALL_EVENTS],
+            storage=StorageType.FILE,
+            num_replicas=self.settings.stream_replicas,
+            duplicate_window=self.settings.duplicate_window_s,
+            deny_delete=True,
+            deny_purge=True,
+            allow_rollup_hdrs=False,
+        )
+        try:
+            await self.js.stream_info(STREAM)
+        except nats.js.errors.NotFoundError:
+            await self.js.add_stream(config)
+        try:
+            self.artifacts_store = await self.js.object_store(ARTIFACT_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            self.artifacts_store = await self.js.create_object_store(
+                ARTIFACT_BUCKET,
+                config=ObjectStoreConfig(
+                    bucket=ARTIFACT_BUCKET,
+                    storage=StorageType.FILE,
+                    replicas=self.settings.stream_replicas,
+                ),
+            )
+        try:
+            self.leases = await self.js.key_value(LEASE_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            self.leases = await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=LEASE_BUCKET,
+                    storage=StorageType.FILE,
+                    replicas=self.settings.stream_replicas,
+                    history=1,
+                )
+            )
+
+    async def publish(
+        self, event: Event, *, expected_last_subject_seq: int | None = None
+    ) -> Published:
+        """Append one event; ``Nats-Msg-Id`` = event_id so a re-publish is dropped.
+
+        With ``expected_last_subject_seq`` the append succeeds only if the aggregate's
+        last event is still at that sequence (0: the aggregate has no event yet).
+        """
+        headers = {"Nats-Msg-Id": str(event.event_id)}
+        if expected_last_subject_seq is not None:
+            headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = event.aggregate_subjects
+        try:
+            ack = await self.js.publish(
+                event.subject, encode(event), headers=headers, stream=STREAM
+            )
+        except nats.js.errors.APIError as err:
+            if err.err_code == 10071:  # wrong last sequence
+                raise ConcurrencyConflict(str(err)) from err
+            raise
+        return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
+
+    async def last_seq(self) -> int:
+        info = await self.js.stream_info(STREAM)
+        return int(info.state.last_seq)
+
+    async def last_subject_seq(self, subject_filter: str) -> int:
+        """Sequence of the newest event matching ``subject_filter`` (0 when none)."""
+        try:
+            msg = await self.js.get_last_msg(STREAM, subject_filter)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return int(msg.seq or 0)
+
+    async def close(self) -> None:
+        if not self.nc.is_closed:
+            await self.nc.drain()
+
+
+async def _log_error(err: Exception) -> None:
+    log.warning("nats_error", error=str(err))
+
+
+async def _log_disconnect() -> None:
+    log.warning("nats_disconnected")
+
+
+Handler = Callable[[Event, Msg], Awaitable[None]]
+
+
+class WorkConsumer:
+    """A durable pull consumer shared by every instance of a service (scale out = start more).
+
+    Long handlers get ``in_progress()`` heartbeats; success acks, an exception naks with a
+    delay (the job is redelivered); unknown event types are acked and skipped.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        durable: str,
+        subjects: list[str],
+        handler: Handler,
+        *,
+        ack_wait: float = 30.0,
+        max_deliver: int = 20,
+        nak_delay: float = 1.0,
+    ) -> None:
+        self.bus = bus
+        self.durable = durable
+        self.subjects = subjects
+        self.handler = handler
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.nak_delay = nak_delay
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subjects=self.subjects,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=1000,
+        )
+        return await self.bus.js.pull_subscribe(
+            "", durable=self.durable, stream=STREAM, config=config
+        )
+
+    async def run(self) -> None:
+        """Fetch and handle one message at a time until ``stop()``."""
+        sub = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe()
+                msgs = await sub.fetch(1, timeout=1.0)
+            except (TimeoutError, nats.errors.TimeoutError):
+                continue
+            except (
+                nats.js.errors.NotFoundError,
+                nats.js.errors.ServiceUnavailableError,
+                nats.errors.ConnectionClosedError,
+                nats.errors.NoRespondersError,
+                nats.js.errors.APIError,
+                nats.errors.Error,
+            ) as err:
+                log.warning("work_consumer_retry", durable=self.durable, error=str(err))
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        event = decode(msg.data)
+        meta = msg.metadata
+        if isinstance(event, UnknownEvent):
+            await msg.ack()
+            return
+        bound = log.bind(
+            event_type=event.tag(),
+            seq=meta.sequence.stream,
+            correlation_id=event.correlation_id,
+            durable=self.durable,
+            delivered=meta.num_delivered,
+        )
+        beat = asyncio.create_task(self._heartbeat(msg))
+        try:
+            await self.handler(event, msg)
+        except Exception as err:  # the job is redelivered; the error is logged, not lost
+            bound.exception("work_failed", error=str(err))
+            beat.cancel()
+            try:
+                await msg.nak(delay=self.nak_delay)
+            except Exception:
+                pass
+            return
+        finally:
+            beat.cancel()
+        try:
+            await msg.ack_sync(timeout=5)
+        except Exception as err:
+            bound.warning("ack_failed", error=str(err))
+        bound.info("work_done")
+
+    async def _heartbeat(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(max(self.ack_wait / 3, 0.5))
+            try:
+                await msg.in_progress()
+            except Exception:
+                return

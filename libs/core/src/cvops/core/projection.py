@@ -1,0 +1,261 @@
+"""Projection runner: fold the event log into a per-service SQLite file, exactly once.
+
+A ``checkpoint`` row is written in the same transaction as the rows a batch of events
+changes; the consumer restarts at checkpoint+1 and skips anything at or below it; the
+batch is acknowledged only after the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import nats.errors
+import nats.js.errors
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from cvops.contracts import Event, UnknownEvent, decode
+from cvops.core.bus import ALL_EVENTS, STREAM, Bus
+from cvops.core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class Projection(Protocol):
+    """What a service's ``projection.py`` exposes."""
+
+    name: str
+    metadata: MetaData
+
+    def apply(self, session: Session, event: Event, seq: int) -> None: ...
+
+
+_checkpoint_meta = MetaData()
+checkpoint_table = Table(
+    "projection_checkpoint",
+    _checkpoint_meta,
+    Column("name", String, primary_key=True),
+    Column("seq", Integer, nullable=False),
+)
+
+
+def sqlite_engine(path: Path | str) -> Engine:
+    """SQLite in WAL mode, safe to share between the event loop and worker threads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30}
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+class ProjectionRunner:
+    """Keeps one projection up to date from the stream and lets callers wait for it."""
+
+    def __init__(
+        self,
+        bus: Bus | None,
+        projection: Projection,
+        db_path: Path | str,
+        *,
+        subjects: list[str] | None = None,
+        batch: int = 500,
+    ) -> None:
+        self.bus = bus
+        self.projection = projection
+        self.db_path = Path(db_path)
+        self.subjects = subjects or [ALL_EVENTS]
+        self.batch = batch
+        self.engine = sqlite_engine(self.db_path)
+        projection.metadata.create_all(self.engine)
+        _checkpoint_meta.create_all(self.engine)
+        self._position = self.checkpoint()
+        self._moved = asyncio.Condition()
+        self._stopping = asyncio.Event()
+        self.applied = 0
+
+    # -- reading -----------------------------------------------------------------
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine) as s:
+            yield s
+
+    def checkpoint(self) -> int:
+        with Session(self.engine) as s:
+            seq = s.execute(
+                select(checkpoint_table.c.seq).where(
+                    checkpoint_table.c.name == self.projection.name
+                )
+            ).scalar_one_or_none()
+        return int(seq or 0)
+
+    @property
+    def position(self) -> int:
+        """Stream sequence up to which this projection reflects the log."""
+        return self._position
+
+    async def wait_for(self, seq: int, timeout: float = 10.0) -> bool:
+        """Wait until the projection has applied everything up to ``seq``."""
+
+        async def _reached() -> None:
+            async with self._moved:
+                await self._moved.wait_for(lambda: self._position >= seq)
+
+        try:
+            await asyncio.wait_for(_reached(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def catch_up(self, timeout: float = 30.0) -> bool:
+        assert self.bus is not None
+        return await self.wait_for(await self.bus.last_seq(), timeout)
+
+    # -- writing -----------------------------------------------------------------
+    def apply_batch(self, items: list[tuple[int, Event | UnknownEvent]]) -> int:
+        """Apply events with their stream sequences in one transaction; return the checkpoint."""
+        with Session(self.engine) as s, s.begin():
+            current = (
+                s.execute(
+                    select(checkpoint_table.c.seq).where(
+                        checkpoint_table.c.name == self.projection.name
+                    )
+                ).scalar_one_or_none()
+                or 0
+            )
+            last = current
+            for seq, ev in items:
+                if seq <= last:
+                    continue  # already applied: redelivery or replay overlap
+                if not isinstance(ev, UnknownEvent):
+                    self.projection.apply(s, ev, seq)
+                    self.applied += 1
+                last = seq
+            if last != current:
+                if current == 0 and not _has_row(s, self.projection.name):
+                    s.execute(checkpoint_table.insert().values(name=self.projection.name, seq=last))
+                else:
+                    s.execute(
+                        checkpoint_table.update()
+                        .where(checkpoint_table.c.name == self.projection.name)
+                        .values(seq=last)
+                    )
+        return last
+
+    async def _advance(self, seq: int) -> None:
+        if seq > self._position:
+            async with self._moved:
+                self._position = seq
+                self._moved.notify_all()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _subscribe(self) -> Any:
+        assert self.bus is not None
+        start = self.checkpoint() + 1
+        config = ConsumerConfig(
+            filter_subjects=self.subjects,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            ack_policy=AckPolicy.ALL,
+            ack_wait=60,
+            inactive_threshold=300,
+            max_ack_pending=20_000,
+        )
+        return await self.bus.js.pull_subscribe("", stream=STREAM, config=config)
+
+    async def run(self) -> None:
+        """Follow the stream until ``stop()``; survives NATS restarts."""
+        assert self.bus is not None
+        sub = None
+        while not self._stopping.is_set():
+            try:
+                if sub is None:
+                    sub = await self._subscribe()
+                watermark = await self.bus.last_seq()
+                try:
+                    msgs = await sub.fetch(self.batch, timeout=0.25)
+                except (nats.errors.TimeoutError, TimeoutError):
+                    # nothing pending: everything up to the watermark that matches is applied
+                    await self._advance(max(watermark, self.checkpoint()))
+                    continue
+            except (
+                nats.js.errors.NotFoundError,
+                nats.js.errors.ServiceUnavailableError,
+                nats.js.errors.APIError,
+                nats.errors.Error,
+                OSError,
+            ) as err:
+                log.warning(
+                    "projection_resubscribe", projection=self.projection.name, error=str(err)
+                )
+                if sub is not None:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            items = [(m.metadata.sequence.stream, decode(m.data)) for m in msgs]
+            last = await asyncio.to_thread(self.apply_batch, items)
+            with contextlib.suppress(Exception):
+                await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
+            await self._advance(last)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
+
+def _has_row(s: Session, name: str) -> bool:
+    return (
+        s.execute(select(checkpoint_table.c.seq).where(checkpoint_table.c.name == name)).first()
+        is not None
+    )
+
+
+async def rebuild_projection(bus: Bus, projection: Projection, db_path: Path | str) -> int:
+    """Replay the whole log into a fresh file, then swap it in. Returns events applied."""
+    db_path = Path(db_path)
+    tmp = db_path.with_suffix(db_path.suffix + ".rebuild")
+    for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+        p.unlink(missing_ok=True)
+    runner = ProjectionRunner(bus, projection, tmp)
+    task = asyncio.create_task(runner.run())
+    try:
+        ok = await runner.catch_up(timeout=3600)
+        if not ok:
+            raise RuntimeError("rebuild did not catch up")
+    finally:
+        runner.stop()
+        await task
+        runner.engine.dispose()
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp, db_path)
+    return runner.applied
+
+
+def dump_rows(engine: Engine, metadata: MetaData) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table, sorted — for comparing a rebuild with the original."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            rows = conn.execute(select(table)).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out

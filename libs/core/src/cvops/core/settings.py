@@ -1,0 +1,65 @@
+"""One settings loader: a msgspec Struct filled from ``CVOPS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Every knob of a local or clustered cvops; ``CVOPS_<FIELD>`` overrides each."""
+
+    home: str = ".cvops"
+    nats_url: str = ""  # empty: the embedded server on nats_port
+    nats_port: int = 4250
+    nats_monitor_port: int = 8250
+    nats_sync_always: bool = True
+    stream_replicas: int = 1
+    duplicate_window_s: float = 120.0
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    router_http_port: int = 8000
+    router_grpc_port: int = 8001
+    router_metrics_port: int = 8002
+    triton_http_port: int = 8100
+    triton_grpc_port: int = 8101
+    triton_metrics_port: int = 8102
+    registry_metrics_port: int = 9101
+    trainer_metrics_port: int = 9102
+    converter_metrics_port: int = 9103
+    benchmarker_metrics_port: int = 9104
+    reporter_metrics_port: int = 9105
+    max_upload_bytes: int = 2 * 1024**3
+    max_dataset_expanded_bytes: int = 4 * 1024**3
+    max_image_pixels: int = 4096 * 4096
+    session_ttl_s: int = 12 * 3600
+    read_your_write_timeout_s: float = 10.0
+    upload_verdict_timeout_s: float = 120.0
+    log_level: str = "info"
+    log_json: bool = True
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def effective_nats_url(self) -> str:
+        return self.nats_url or f"nats://127.0.0.1:{self.nats_port}"
+
+    def metrics_port(self, service: str) -> int:
+        return int(getattr(self, f"{service.replace('-', '_')}_metrics_port", 0))
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Read ``CVOPS_*`` variables (strings converted to the field types)."""
+    env = os.environ if env is None else env
+    values: dict[str, object] = {}
+    for name in Settings.__struct_fields__:
+        key = f"CVOPS_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update(overrides)
+    return msgspec.convert(values, Settings, strict=False)
