@@ -1,11 +1,14 @@
 """cvops-contracts: the only shared vocabulary — events, value types and API bodies."""
 
-from cvops.contracts import identity, registry
+from cvops.contracts import conversion, deployment, identity, registry, training
 from cvops.contracts.codec import UnknownEvent, decode, encode, event_types, json_schemas, register
 from cvops.contracts.common import ArtifactRef, Lineage, TensorSpec
 from cvops.contracts.envelope import SUBJECT_PREFIX, Event, Stamp, stable_id, subject_token
 
 register(*identity.IDENTITY_EVENTS, *registry.REGISTRY_EVENTS)
+register(*deployment.DEPLOYMENT_EVENTS)
+register(*training.TRAINING_EVENTS)
+register(*conversion.CONVERSION_EVENTS)
 
 __all__ = [
     "SUBJECT_PREFIX",
@@ -15,7 +18,9 @@ __all__ = [
     "Stamp",
     "TensorSpec",
     "UnknownEvent",
+    "conversion",
     "decode",
+    "deployment",
     "encode",
     "event_types",
     "identity",
@@ -24,4 +29,5 @@ __all__ = [
     "registry",
     "stable_id",
     "subject_token",
+    "training",
 ]

@@ -84,7 +84,8 @@ class ModelVersionView(msgspec.Struct, kw_only=True):
     architecture: str | None = None
     num_classes: int | None = None
     description: str = ""
-    lineage: Lineage = Lineage()
+    # a factory, not a shared instance: OpenAPI generation hashes plain defaults
+    lineage: Lineage = msgspec.field(default_factory=Lineage)
     created_at: datetime
     created_by: str
 

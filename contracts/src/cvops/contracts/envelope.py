@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -61,7 +61,7 @@ class Stamp(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str
     causation_id: uuid.UUID | None = None
 
-    def envelope(self, key: str) -> dict[str, object]:
+    def envelope(self, key: str) -> dict[str, Any]:
         """Envelope fields for an event; ``key`` distinguishes events of one cause."""
         base = self.causation_id or uuid.uuid5(_NS, self.correlation_id)
         return {

@@ -52,4 +52,19 @@ class UserDisabled(Event, tag="identity.user_disabled.v1"):
     username: str
 
 
-IDENTITY_EVENTS = (UserCreated, RoleChanged, PasswordSet, TokenIssued, TokenRevoked, UserDisabled)
+class UserEnabled(Event, tag="identity.user_enabled.v1"):
+    """A disabled user may sign in again."""
+
+    aggregate_field = "username"
+    username: str
+
+
+IDENTITY_EVENTS = (
+    UserCreated,
+    RoleChanged,
+    PasswordSet,
+    TokenIssued,
+    TokenRevoked,
+    UserDisabled,
+    UserEnabled,
+)

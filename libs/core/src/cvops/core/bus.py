@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -55,8 +56,10 @@ class Bus:
     @classmethod
     async def connect(cls, settings: Settings, *, name: str = "cvops") -> Bus:
         """Connect (reconnecting forever when the server restarts) and ensure the stream."""
+        # CVOPS_NATS_URL may list a cluster: "nats://n1:4250,nats://n2:4250,..."
+        servers = [u.strip() for u in settings.effective_nats_url.split(",") if u.strip()]
         nc = await nats.connect(
-            settings.effective_nats_url,
+            servers,
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -226,6 +229,11 @@ class WorkConsumer:
                 continue
             for msg in msgs:
                 await self._handle(msg)
+        if sub is not None:
+            # a fetch reply that lands after the last fetch timed out would sit in this
+            # subscription's queue and make Bus.close()'s drain wait out its whole timeout
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
         event = decode(msg.data)

@@ -26,7 +26,7 @@ def run_service(name: str, main: Main, settings: Settings | None = None) -> None
     port = settings.metrics_port(name)
     if port:
         try:
-            start_http_server(port, addr="127.0.0.1")
+            start_http_server(port, addr=settings.metrics_host)
         except OSError as err:
             get_logger().warning("metrics_port_busy", port=port, error=str(err))
     asyncio.run(_serve(name, main, settings))

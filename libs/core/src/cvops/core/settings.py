@@ -21,12 +21,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float = 120.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    router_host: str = "127.0.0.1"
     router_http_port: int = 8000
     router_grpc_port: int = 8001
     router_metrics_port: int = 8002
     triton_http_port: int = 8100
     triton_grpc_port: int = 8101
     triton_metrics_port: int = 8102
+    # Docker/cluster: an external Triton (HTTP URL) whose model repository the router writes
+    # at triton_model_repository; empty: the router supervises its own tritonserver
+    triton_url: str = ""
+    triton_model_repository: str = ""
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers so Prometheus can scrape
     registry_metrics_port: int = 9101
     trainer_metrics_port: int = 9102
     converter_metrics_port: int = 9103
@@ -38,6 +44,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     session_ttl_s: int = 12 * 3600
     read_your_write_timeout_s: float = 10.0
     upload_verdict_timeout_s: float = 120.0
+    # trainer: ack wait of its work (a dead trainer's job/trial comes back after this), how
+    # many jobs one instance coordinates and trials it runs at once (0: one per GPU, else 1),
+    # GPU trials one user / one role may run at once (0: no limit), GPU lease TTL
+    trainer_ack_wait_s: float = 30.0
+    trainer_job_slots: int = 4
+    trainer_trial_slots: int = 0
+    gpu_trials_per_user: int = 2
+    gpu_trials_per_role: int = 0
+    gpu_lease_ttl_s: float = 60.0
+    # converter / benchmarker: ack wait of their jobs (a dead instance's job comes back after
+    # this and resumes from its last published target / row)
+    converter_ack_wait_s: float = 30.0
+    benchmarker_ack_wait_s: float = 30.0
     log_level: str = "info"
     log_json: bool = True
 

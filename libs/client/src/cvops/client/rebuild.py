@@ -1,0 +1,133 @@
+"""``cvops projections rebuild``: replay the event log into one service's SQLite file.
+
+A service names its projection with an entry point in the group ``cvops.projections``;
+the entry point's value is a module exposing ``projection`` and ``db_path(settings)``.
+This module needs cvops-core (NATS), so the CLI imports it only for that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from types import ModuleType
+
+import nats
+import nats.errors
+
+from cvops.client.sdk import CvopsError, Unreachable
+from cvops.core import Bus, Projection, Settings, load_settings, rebuild_projection
+from cvops.core.natsd import pid_alive
+
+ENTRY_POINT_GROUP = "cvops.projections"
+
+
+class UnknownService(LookupError):
+    """No installed distribution declares a projection under that name."""
+
+    def __init__(self, service: str, known: list[str]) -> None:
+        self.service = service
+        self.known = known
+        listed = ", ".join(known) or "none installed"
+        super().__init__(f"no projection named {service!r} (known: {listed})")
+
+
+def projection_entry_points() -> dict[str, EntryPoint]:
+    """Installed projections by service name."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def running_pid(settings: Settings, service: str) -> int | None:
+    """The pid in ``<home>/run/<service>.pid`` if that process is alive."""
+    pid_file = settings.home_path / "run" / f"{service}.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if pid > 0 and pid_alive(pid) else None
+
+
+def load_projection(service: str) -> ModuleType:
+    """Import the module that the service's entry point names."""
+    points = projection_entry_points()
+    if service not in points:
+        raise UnknownService(service, sorted(points))
+    module = points[service].load()
+    if not hasattr(module, "projection") or not hasattr(module, "db_path"):
+        raise CvopsError(
+            0,
+            "bad_projection",
+            f"{points[service].value} must expose `projection` and `db_path(settings)`",
+        )
+    return module
+
+
+def rebuild_service(
+    service: str,
+    settings: Settings | None = None,
+    *,
+    force: bool = False,
+    connect_timeout: float = 10.0,
+) -> tuple[int, Path]:
+    """Throw away a service's projection and replay the log into it.
+
+    Args:
+        service: the entry-point name, e.g. ``registry``.
+        settings: where NATS and the state directory are (default: ``CVOPS_*``).
+        force: rebuild even though the service's pid file names a live process.
+        connect_timeout: seconds to wait for NATS.
+
+    Returns:
+        (events applied, the rebuilt SQLite file).
+    """
+    settings = settings or load_settings()
+    module = load_projection(service)
+    pid = running_pid(settings, service)
+    if pid is not None and not force:
+        raise CvopsError(
+            0,
+            "service_running",
+            f"{service} is running (pid {pid}); stop it first, or pass --force",
+        )
+    projection = module.projection
+    if isinstance(projection, type):
+        projection = projection()
+    db_path = Path(module.db_path(settings))
+    applied = asyncio.run(_replay(settings, projection, db_path, connect_timeout))
+    return applied, db_path
+
+
+async def _replay(
+    settings: Settings, projection: Projection, db_path: Path, connect_timeout: float
+) -> int:
+    await _probe_nats(settings.effective_nats_url, connect_timeout)
+    bus = await asyncio.wait_for(
+        Bus.connect(settings, name="cvops-projections-rebuild"), connect_timeout
+    )
+    try:
+        return await rebuild_projection(bus, projection, db_path)
+    finally:
+        await bus.close()
+
+
+async def _probe_nats(url: str, timeout: float) -> None:
+    """Fail fast and quietly when NATS is down (the Bus reconnects forever by design)."""
+
+    async def _quiet(_err: Exception) -> None:
+        return None
+
+    try:
+        nc = await asyncio.wait_for(
+            nats.connect(
+                url,
+                allow_reconnect=False,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=0.1,
+                connect_timeout=timeout,
+                error_cb=_quiet,
+            ),
+            timeout,
+        )
+    except (TimeoutError, OSError, nats.errors.Error) as err:
+        raise Unreachable("NATS", url, str(err) or type(err).__name__) from err
+    await nc.close()

@@ -1,0 +1,502 @@
+"""Typed SDK for the cvops gateway: one httpx client, msgspec bodies, one error type.
+
+Every response body is decoded into the structs of :mod:`cvops.contracts.api`; every
+non-2xx answer becomes a :class:`CvopsError` built from the gateway's one error shape
+``{"error": code, "detail": ...}``. Uploads stream the file in chunks and report progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.message
+import mimetypes
+import os
+from collections.abc import Callable, Generator, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from cvops.client.sse import parse_sse
+from cvops.contracts.api import (
+    CreateToken,
+    CreateUser,
+    DatasetView,
+    ErrorBody,
+    Health,
+    LoginRequest,
+    LoginResponse,
+    ModelVersionView,
+    ModelView,
+    StageChange,
+    TokenCreated,
+    TokenView,
+    UpdateUser,
+    UploadResult,
+    UserView,
+)
+from cvops.contracts.identity import Role
+from cvops.contracts.registry import Stage
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+Progress = Callable[[int, int], None]
+"""Called as ``progress(bytes_done, bytes_total)`` while a file moves."""
+
+T = TypeVar("T")
+
+# The gateway may hold an upload's response until the registry's verdict is in.
+_UPLOAD_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
+
+class CvopsError(Exception):
+    """An answer of the gateway that is not a success (or no answer at all).
+
+    Attributes:
+        status: HTTP status (0 when no HTTP answer came back).
+        code: machine-readable code, the ``error`` field of the gateway's error body.
+        detail: the ``detail`` field: a sentence, or structured data.
+    """
+
+    def __init__(self, status: int, code: str, detail: object = None) -> None:
+        self.status = status
+        self.code = code
+        self.detail = detail
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        """``code: detail`` as one line for people."""
+        if self.detail is None or self.detail == "":
+            return self.code
+        if isinstance(self.detail, str):
+            return f"{self.code}: {self.detail}"
+        return f"{self.code}: {msgspec.json.encode(self.detail).decode()}"
+
+
+class Unreachable(CvopsError):
+    """No connection could be made to a cvops endpoint (the gateway, or NATS)."""
+
+    def __init__(self, what: str, url: str, reason: str) -> None:
+        self.what = what
+        self.url = url
+        super().__init__(0, "unreachable", f"{what} at {url}: {reason}")
+
+
+class GatewayUnreachable(Unreachable):
+    """The gateway's port does not answer."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__("the gateway", url, reason)
+
+
+def error_from_response(response: httpx.Response) -> CvopsError:
+    """Map a non-2xx response to a :class:`CvopsError` (any body, never raises)."""
+    try:
+        body = msgspec.json.decode(response.content, type=ErrorBody)
+        return CvopsError(response.status_code, body.error, body.detail)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        text = response.text.strip()[:500] or response.reason_phrase
+        return CvopsError(response.status_code, f"http_{response.status_code}", text)
+
+
+class ProgressReader:
+    """A binary file whose reads report ``(bytes read, total)``.
+
+    httpx reads a multipart file field in 64 KiB chunks, so wrapping the file is all it
+    takes to stream an upload with progress and never hold it in memory.
+    """
+
+    def __init__(self, raw: IO[bytes], total: int, progress: Progress | None) -> None:
+        self._raw = raw
+        self.total = total
+        self.done = 0
+        self._progress = progress
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._raw.read(size)
+        if chunk:
+            self.done += len(chunk)
+            if self._progress is not None:
+                self._progress(self.done, self.total)
+        return chunk
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        # httpx seeks to measure the length and to rewind before sending.
+        self.done = self._raw.seek(offset, whence)
+        return self.done
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+
+def _segment(value: str | int) -> str:
+    return quote(str(value), safe="")
+
+
+class Client:
+    """Synchronous client of the cvops gateway.
+
+    Args:
+        base_url: the gateway, e.g. ``http://127.0.0.1:8080``.
+        token: a session token (from :meth:`login`) or an API token; sent as
+            ``Authorization: Bearer <token>``.
+        timeout: seconds for ordinary requests (uploads and event feeds wait longer).
+        transport: an httpx transport to use instead of the network (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_URL,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.token = token
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            transport=transport,
+            headers={"User-Agent": "cvops-client/0.1"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    @contextlib.contextmanager
+    def _no_transport_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except (httpx.ConnectError, httpx.ConnectTimeout) as err:
+            raise GatewayUnreachable(self.base_url, str(err) or type(err).__name__) from err
+        except httpx.TimeoutException as err:
+            raise CvopsError(0, "timeout", f"{self.base_url} did not answer in time") from err
+        except httpx.TransportError as err:
+            raise CvopsError(0, "transport_error", str(err) or type(err).__name__) from err
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        with self._no_transport_errors():
+            return self._http.request(method, path, headers=self._headers(), **kwargs)
+
+    def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
+        response = self._send(method, path, **kwargs)
+        if response.is_error:
+            raise error_from_response(response)
+        return self._decode(response, type_)
+
+    @staticmethod
+    def _decode(response: httpx.Response, type_: type[T]) -> T:
+        try:
+            return msgspec.json.decode(response.content, type=type_)
+        except (msgspec.DecodeError, msgspec.ValidationError) as err:
+            where = f"{response.request.method} {response.request.url.path}"
+            raise CvopsError(response.status_code, "bad_response", f"{where}: {err}") from err
+
+    @staticmethod
+    def _json(body: msgspec.Struct) -> dict[str, Any]:
+        # Fields left at None mean "unchanged"; leave them out of the request.
+        return {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
+
+    # -- identity ---------------------------------------------------------------------
+
+    def login(self, username: str, password: str) -> LoginResponse:
+        """Exchange a password for a session token; later calls of this client use it.
+
+        Returns:
+            the token, its expiry, and the user's role.
+        """
+        body = self._json(LoginRequest(username=username, password=password))
+        session = self._call("POST", "/auth/login", LoginResponse, json=body)
+        self.token = session.token
+        return session
+
+    def logout(self) -> None:
+        """Revoke the token this client uses (the gateway forgets the session)."""
+        response = self._send("POST", "/auth/logout")
+        if response.is_error:
+            raise error_from_response(response)
+        self.token = None
+
+    def me(self) -> UserView:
+        """The user the current token belongs to."""
+        return self._call("GET", "/auth/me", UserView)
+
+    def create_token(self, label: str = "") -> TokenCreated:
+        """Issue an API token for the current user; the secret is in the answer only."""
+        return self._call(
+            "POST", "/auth/tokens", TokenCreated, json=self._json(CreateToken(label=label))
+        )
+
+    def list_tokens(self) -> list[TokenView]:
+        """The current user's API tokens (no secrets)."""
+        return self._call("GET", "/auth/tokens", list[TokenView])
+
+    def revoke_token(self, token_id: str) -> None:
+        """Revoke one of the current user's API tokens."""
+        response = self._send("DELETE", f"/auth/tokens/{_segment(token_id)}")
+        if response.is_error:
+            raise error_from_response(response)
+
+    def create_user(self, username: str, password: str, role: Role = "viewer") -> UserView:
+        """Create a user (admin only)."""
+        body = self._json(CreateUser(username=username, password=password, role=role))
+        return self._call("POST", "/users", UserView, json=body)
+
+    def list_users(self) -> list[UserView]:
+        """Every user (admin only)."""
+        return self._call("GET", "/users", list[UserView])
+
+    def show_user(self, username: str) -> UserView:
+        """One user (admin only)."""
+        return self._call("GET", f"/users/{_segment(username)}", UserView)
+
+    def update_user(
+        self,
+        username: str,
+        *,
+        role: Role | None = None,
+        password: str | None = None,
+        disabled: bool | None = None,
+    ) -> UserView:
+        """Change a user's role, password or disabled flag; ``None`` leaves a field as is."""
+        body = self._json(UpdateUser(role=role, password=password, disabled=disabled))
+        return self._call("PATCH", f"/users/{_segment(username)}", UserView, json=body)
+
+    # -- models -----------------------------------------------------------------------
+
+    def upload_model(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        architecture: str | None = None,
+        num_classes: int | None = None,
+        input_shape: str | Sequence[int] | None = None,
+        description: str = "",
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """Stream a model file to the registry and wait for its verdict.
+
+        Args:
+            path: ONNX, TorchScript, ``.pt2`` or safetensors file.
+            name: model name; each upload adds the next version.
+            architecture: zoo architecture (needed for safetensors weights).
+            num_classes: number of classes of the head.
+            input_shape: input shape without batch, ``"3,32,32"`` or ``(3, 32, 32)``.
+            description: free text.
+            progress: called as ``progress(bytes_sent, bytes_total)``.
+
+        Returns:
+            the upload's outcome: ``validated`` (with the version), ``rejected`` (with the
+            reason) or ``pending`` (follow ``correlation_id`` with :meth:`events`).
+        """
+        fields = {"name": name, "description": description}
+        if architecture:
+            fields["architecture"] = architecture
+        if num_classes is not None:
+            fields["num_classes"] = str(num_classes)
+        if input_shape is not None:
+            shape = input_shape if isinstance(input_shape, str) else ",".join(map(str, input_shape))
+            fields["input_shape"] = shape.replace(" ", "")
+        return self._upload("/models", path, fields, progress)
+
+    def list_models(self) -> list[ModelView]:
+        """Every registered model."""
+        return self._call("GET", "/models", list[ModelView])
+
+    def show_model(self, name: str) -> ModelView:
+        """One model with its versions."""
+        return self._call("GET", f"/models/{_segment(name)}", ModelView)
+
+    def list_versions(self, name: str) -> list[ModelVersionView]:
+        """The versions of one model, oldest first."""
+        return self._call("GET", f"/models/{_segment(name)}/versions", list[ModelVersionView])
+
+    def show_version(self, name: str, version: int) -> ModelVersionView:
+        """One model version: format, tensors, parameter count, stage, lineage."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}"
+        return self._call("GET", path, ModelVersionView)
+
+    def set_stage(self, name: str, version: int, stage: Stage) -> ModelVersionView:
+        """Move a version to ``none``, ``staging``, ``production`` or ``archived``."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/stage"
+        body = self._json(StageChange(stage=stage))
+        return self._call("POST", path, ModelVersionView, json=body)
+
+    def download_artifact(
+        self,
+        name: str,
+        version: int,
+        path: str | os.PathLike[str],
+        progress: Progress | None = None,
+    ) -> Path:
+        """Stream a version's file to ``path`` (a file, or a directory to put it in).
+
+        Returns:
+            the file written; nothing is left behind when the transfer fails.
+        """
+        route = f"/models/{_segment(name)}/versions/{_segment(version)}/artifact"
+        dest = Path(path)
+        with self._no_transport_errors():
+            request = self._http.build_request(
+                "GET", route, headers=self._headers(), timeout=_UPLOAD_TIMEOUT
+            )
+            response = self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                if dest.is_dir():
+                    dest = dest / _attachment_name(response, f"{name}-v{version}")
+                total = int(response.headers.get("content-length") or 0)
+                partial = dest.with_name(dest.name + ".part")
+                try:
+                    with partial.open("wb") as out:
+                        for chunk in response.iter_bytes():
+                            out.write(chunk)
+                            if progress is not None:
+                                progress(out.tell(), total)
+                    os.replace(partial, dest)
+                except BaseException:
+                    partial.unlink(missing_ok=True)
+                    raise
+            finally:
+                response.close()
+        return dest
+
+    # -- data sets --------------------------------------------------------------------
+
+    def upload_dataset(
+        self,
+        path: str | os.PathLike[str],
+        name: str,
+        description: str = "",
+        seed: int = 0,
+        progress: Progress | None = None,
+    ) -> UploadResult:
+        """Stream a data set (ImageFolder ``.zip`` or ``.npz``) and wait for its verdict.
+
+        Args:
+            path: the archive.
+            name: data-set name; each upload adds the next version.
+            description: free text.
+            seed: seed of the train/val/test split.
+            progress: called as ``progress(bytes_sent, bytes_total)``.
+
+        Returns:
+            the upload's outcome, as for :meth:`upload_model`.
+        """
+        fields = {"name": name, "description": description, "seed": str(seed)}
+        return self._upload("/datasets", path, fields, progress)
+
+    def list_datasets(self) -> list[DatasetView]:
+        """Every registered data set."""
+        return self._call("GET", "/datasets", list[DatasetView])
+
+    def show_dataset(self, name: str) -> DatasetView:
+        """One data set: classes, counts, image sizes, splits."""
+        return self._call("GET", f"/datasets/{_segment(name)}", DatasetView)
+
+    # -- events and health ------------------------------------------------------------
+
+    def show_upload(self, upload_id: str) -> UploadResult:
+        """An upload's state (``pending`` until the registry's verdict)."""
+        return self._call("GET", f"/uploads/{_segment(upload_id)}", UploadResult)
+
+    def events(
+        self, correlation_id: str, *, follow: bool = True, last_event_id: int | None = None
+    ) -> Generator[tuple[int, str, dict[str, Any]], None, None]:
+        """The events of one request or job: those so far, then live ones as appended.
+
+        Args:
+            correlation_id: the ``X-Correlation-Id`` of a request, or a job id.
+            follow: keep the feed open for new events; False ends it after the replay.
+            last_event_id: resume after this stream sequence.
+
+        Yields:
+            ``(stream sequence, event type, event as a dict)`` until the gateway ends
+            the feed (or the caller stops iterating).
+        """
+        headers = {**self._headers(), "Accept": "text/event-stream"}
+        if last_event_id is not None:
+            headers["Last-Event-ID"] = str(last_event_id)
+        with self._no_transport_errors():
+            request = self._http.build_request(
+                "GET",
+                f"/events/{_segment(correlation_id)}",
+                params={} if follow else {"follow": "false"},
+                headers=headers,
+                timeout=httpx.Timeout(None, connect=5.0),
+            )
+            response = self._http.send(request, stream=True)
+            try:
+                if response.is_error:
+                    response.read()
+                    raise error_from_response(response)
+                for message in parse_sse(response.iter_lines()):
+                    yield message.seq, message.type, message.data
+            finally:
+                response.close()
+
+    def health(self, *, ready: bool = True) -> Health:
+        """``/health/ready`` (NATS reachable, projection lag) or ``/health/live``."""
+        response = self._send("GET", "/health/ready" if ready else "/health/live")
+        if response.status_code == 503:  # not ready: the body still says why
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                return msgspec.json.decode(response.content, type=Health)
+        if response.is_error:
+            raise error_from_response(response)
+        return self._decode(response, Health)
+
+    # -- uploads ----------------------------------------------------------------------
+
+    def _upload(
+        self,
+        route: str,
+        path: str | os.PathLike[str],
+        fields: dict[str, str],
+        progress: Progress | None,
+    ) -> UploadResult:
+        path = Path(path)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        with path.open("rb") as raw:
+            body = ProgressReader(raw, os.fstat(raw.fileno()).st_size, progress)
+            response = self._send(
+                "POST",
+                route,
+                data=fields,
+                files={"file": (path.name, body, media_type)},
+                timeout=_UPLOAD_TIMEOUT,
+            )
+        if response.status_code in (201, 202, 422):
+            # 422 is also how a malformed form is refused; then the error shape applies.
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                return msgspec.json.decode(response.content, type=UploadResult)
+        if response.is_error:
+            raise error_from_response(response)
+        return self._decode(response, UploadResult)
+
+
+def _attachment_name(response: httpx.Response, fallback: str) -> str:
+    header = response.headers.get("content-disposition", "")
+    if header:
+        message = email.message.Message()
+        message["content-disposition"] = header
+        filename = message.get_filename()
+        if filename and Path(filename).name not in ("", ".", ".."):
+            return Path(filename).name
+    return fallback

@@ -1,0 +1,142 @@
+"""Who is calling and what they may do: argon2 passwords, bearer tokens, role guards.
+
+Tokens are random secrets shown once; the log and the projection keep only their sha256.
+Authentication is a middleware (anonymous -> 401); authorization is a guard per route
+(a plain function raising ``PermissionDeniedException`` -> 403).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import secrets
+from datetime import UTC, datetime
+
+import msgspec
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import Guard
+
+from cvops.contracts.identity import Role
+from cvops.gateway import projection as views
+
+TOKEN_PREFIX = "cvops_"
+# Paths anyone may call: probes, metrics, the OpenAPI document and the login itself.
+PUBLIC_PATHS = [r"^/health/", r"^/metrics$", r"^/schema", r"^/auth/login$"]
+
+
+class Permission(enum.StrEnum):
+    """What a route needs; roles are sets of these (the README's permission matrix)."""
+
+    READ = "read"  # models, data sets, versions, artifacts, event feeds
+    OWN_TOKENS = "own_tokens"  # /auth/me and your own API tokens
+    WRITE = "write"  # upload models and data sets, change stages (later: train, deploy)
+    MANAGE_USERS = "manage_users"  # create users, change roles, passwords, disable
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    "viewer": frozenset({Permission.READ, Permission.OWN_TOKENS}),
+    "engineer": frozenset({Permission.READ, Permission.OWN_TOKENS, Permission.WRITE}),
+    "admin": frozenset(Permission),
+}
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The authenticated caller of one request."""
+
+    username: str
+    role: Role
+    token_id: str
+
+    def may(self, permission: Permission) -> bool:
+        return permission in ROLE_PERMISSIONS[self.role]
+
+
+def new_token() -> tuple[str, str, str]:
+    """A fresh bearer token: (token_id, secret shown once, sha256 of the secret)."""
+    token_id = secrets.token_hex(8)
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token_id, secret, token_digest(secret)
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+class Passwords:
+    """argon2id hashing off the event loop (hashing takes tens of milliseconds on purpose)."""
+
+    def __init__(self, hasher: PasswordHasher | None = None) -> None:
+        self.hasher = hasher or PasswordHasher()
+        # verified against when the user does not exist, so timing does not reveal names
+        self._dummy = self.hasher.hash(secrets.token_hex(16))
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self.hasher.hash, password)
+
+    async def verify(self, password_hash: str | None, password: str) -> bool:
+        def _verify() -> bool:
+            try:
+                return self.hasher.verify(password_hash or self._dummy, password)
+            except (VerificationError, InvalidHashError):
+                return False
+
+        ok = await asyncio.to_thread(_verify)
+        return ok and password_hash is not None
+
+
+def bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+class BearerAuthentication(AbstractAuthenticationMiddleware):
+    """Resolve ``Authorization: Bearer <token>`` against the projection; else 401."""
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
+        secret = bearer(connection.headers.get("authorization"))
+        if secret is None:
+            raise NotAuthorizedException("missing bearer token")
+        runner = connection.app.state.gateway.runner
+        with runner.session() as s:
+            found = views.token_by_digest(s, token_digest(secret))
+        if found is None:
+            raise NotAuthorizedException("unknown token")
+        token, user = found
+        if token.revoked:
+            raise NotAuthorizedException("token revoked")
+        if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
+            raise NotAuthorizedException("token expired")
+        if user.disabled:
+            raise NotAuthorizedException("user disabled")
+        principal = Principal(username=user.username, role=user.role, token_id=token.token_id)
+        return AuthenticationResult(user=principal, auth=token)
+
+
+def allow(permission: Permission) -> Guard:
+    """A guard letting through callers whose role grants ``permission``."""
+
+    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+        principal = connection.scope.get("user")
+        if not isinstance(principal, Principal):
+            raise NotAuthorizedException("not authenticated")
+        if not principal.may(permission):
+            raise PermissionDeniedException(
+                f"role {principal.role!r} may not do this (needs {permission.value!r})"
+            )
+
+    guard.__name__ = f"allow_{permission.value}"
+    return guard

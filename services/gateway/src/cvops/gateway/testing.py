@@ -1,0 +1,95 @@
+"""Run the real gateway in-process for tests: uvicorn in a thread on a loopback port.
+
+Used by the gateway's tests and by cross-service scenarios; cheap argon2 parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+import uvicorn
+from argon2 import PasswordHasher
+from litestar import Litestar
+
+from cvops.core import Settings
+from cvops.gateway.app import create_app
+from cvops.gateway.service import GatewayService
+
+# argon2 with the cheapest parameters: the tests check behaviour, not hash strength
+FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+PASSWORD = "correct-horse-battery"  # every test user's password
+
+
+class RunningGateway:
+    """``create_app(settings)`` served by uvicorn on a loopback port in its own thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        port = self.sock.getsockname()[1]
+        self.settings = msgspec.structs.replace(settings, gateway_port=port)
+        self.url = f"http://127.0.0.1:{port}"
+        self.app: Litestar = create_app(self.settings, password_hasher=FAST_HASHER)
+        config = uvicorn.Config(
+            self.app, log_config=None, access_log=False, timeout_graceful_shutdown=1
+        )
+        self.server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._serve()), daemon=True)
+
+    async def _serve(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        await self.server.serve(sockets=[self.sock])
+
+    @property
+    def service(self) -> GatewayService:
+        return self.app.state.gateway  # type: ignore[no-any-return]
+
+    def start(self) -> RunningGateway:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("gateway did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        """Shut down as on SIGTERM: open event feeds end, then uvicorn stops."""
+        service = getattr(self.app.state, "gateway", None)
+        if self.loop is not None and service is not None:
+            self.loop.call_soon_threadsafe(service.stopping.set)
+        self.server.should_exit = True
+        self.thread.join(30)
+        self.sock.close()
+
+
+@dataclass
+class Platform:
+    """A running gateway and what its log was seeded with."""
+
+    gateway: RunningGateway
+    tag: str
+    tokens: dict[str, str] = field(default_factory=dict)  # role -> bearer token
+    users: dict[str, str] = field(default_factory=dict)  # role -> username
+    model: str = ""
+    model_bytes: bytes = b""
+    dataset: str = ""
+    upload_id: str = ""
+    password: str = PASSWORD
+
+    @property
+    def url(self) -> str:
+        return self.gateway.url
+
+    @property
+    def settings(self) -> Settings:
+        return self.gateway.settings
+
+    def headers(self, role: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
