@@ -45,3 +45,15 @@ status:
 # event path benchmark: append+project vs raw JetStream, fsync always vs default
 bench-events *args:
     {{python}} bench/event_path.py {{args}}
+
+# CPU engine benchmark: ORT FP32 vs torch eager, INT8 vs FP32, OpenVINO vs ORT (issue 4)
+bench-engines-cpu *args:
+    {{python}} bench/engines_cpu.py {{args}}
+
+# GPU engine benchmark: eager FP32/FP16, compile, CUDA graphs vs max-autotune (skips without CUDA)
+bench-engines-gpu *args:
+    {{python}} bench/engines_gpu.py {{args}}
+
+# gateway load benchmark against a running `up` (100 users, mixed reads/login/upload) vs bare Litestar
+bench-gateway *args:
+    {{python}} bench/gateway_load.py {{args}}

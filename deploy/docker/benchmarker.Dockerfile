@@ -1,0 +1,35 @@
+# cvops benchmarker: benchmarks every inference engine the host has.
+# Build from the repository root:
+#   docker build -f deploy/docker/benchmarker.Dockerfile -t cvops/benchmarker .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CVOPS_HOME=/var/lib/cvops \
+    CVOPS_METRICS_HOST=0.0.0.0
+
+WORKDIR /src
+# torch alone first: the heaviest layer stays cached while the sources change.
+# On Linux x86_64 PyPI's torch is the CUDA build (runs on CPU-only hosts too).
+RUN pip install "torch==2.13.0" "numpy<2"
+
+# the workspace members this service needs (contracts and core come first)
+COPY contracts/ contracts/
+COPY libs/core/ libs/core/
+COPY libs/vision/ libs/vision/
+COPY libs/engines/ libs/engines/
+COPY services/benchmarker/ services/benchmarker/
+RUN pip install "torch==2.13.0" "numpy<2" ./contracts ./libs/core ./libs/vision ./libs/engines ./services/benchmarker
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
+    && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops
+USER cvops
+WORKDIR /var/lib/cvops
+VOLUME ["/var/lib/cvops"]
+EXPOSE 9104
+
+# SIGTERM is handled: the message in flight is finished or nak'd, never lost
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "cvops.benchmarker"]

@@ -1,0 +1,29 @@
+# cvops inference-router: KServe v2 front of Triton: load/unload, routing, canary, health, metrics.
+# Build from the repository root:
+#   docker build -f deploy/docker/inference-router.Dockerfile -t cvops/inference-router .
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CVOPS_HOME=/var/lib/cvops \
+    CVOPS_METRICS_HOST=0.0.0.0
+
+WORKDIR /src
+# the workspace members this service needs (contracts and core come first)
+COPY contracts/ contracts/
+COPY libs/core/ libs/core/
+COPY services/inference-router/ services/inference-router/
+RUN pip install ./contracts ./libs/core ./services/inference-router
+
+RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
+    && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops
+USER cvops
+WORKDIR /var/lib/cvops
+VOLUME ["/var/lib/cvops"]
+EXPOSE 8000 8001 8002
+
+# SIGTERM is handled: the message in flight is finished or nak'd, never lost
+STOPSIGNAL SIGTERM
+CMD ["python", "-m", "cvops.inference_router"]

@@ -1,0 +1,546 @@
+"""Local launcher: ``python -m cvops.core.local up|down|status`` (what ``./justw up`` runs).
+
+``up`` starts the embedded NATS (unless ``CVOPS_NATS_URL`` names a server) and every
+installed service as detached processes with pid files under ``.cvops/run`` and logs
+under ``.cvops/logs``, waits for the gateway, and prints the admin credentials once.
+``down`` stops them (services first, NATS last); ``status`` shows each one's health.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cvops.core.natsd import nats_server_binary, start_nats, write_config
+from cvops.core.settings import Settings, load_settings
+
+# the order services start in (and stop in reverse)
+SERVICES = (
+    "registry",
+    "gateway",
+    "trainer",
+    "converter",
+    "benchmarker",
+    "inference-router",
+    "reporter",
+)
+NATS = "nats"
+GATEWAY_READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+CREDENTIALS = "admin.credentials"
+CREDENTIALS_PRINTED = "credentials.printed"
+
+
+def module_of(service: str) -> str:
+    """``inference-router`` → ``cvops.inference_router``."""
+    return f"cvops.{service.replace('-', '_')}"
+
+
+def installed(service: str) -> bool:
+    """Whether ``python -m cvops.<service>`` can run here (a ``__main__`` exists).
+
+    Looks at files only: a service's package is not imported (it may import torch).
+    """
+    try:
+        spec = importlib.util.find_spec(module_of(service))
+    except (ModuleNotFoundError, ValueError):
+        return False
+    if spec is None:
+        return False
+    return any(
+        (Path(loc) / "__main__.py").exists() for loc in spec.submodule_search_locations or []
+    )
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the launcher keeps its state under ``CVOPS_HOME``."""
+
+    home: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> Layout:
+        return cls(Path(settings.home).expanduser().resolve())
+
+    @property
+    def run(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+    @property
+    def nats_store(self) -> Path:
+        return self.home / "nats"
+
+    def pid_file(self, name: str) -> Path:
+        return self.run / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+
+# -- processes ------------------------------------------------------------------------
+
+
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill(0)
+    return stat.rsplit(")", 1)[-1].split()[0] not in ("Z", "X")
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return None
+
+
+def _marker(name: str) -> str:
+    """A string the process's command line contains (guards against reused pids)."""
+    return "nats-server" if name == NATS else module_of(name)
+
+
+def running_pid(layout: Layout, name: str) -> int | None:
+    """The pid from ``name``'s pid file if that process still runs and is ours."""
+    try:
+        pid = int(layout.pid_file(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if not process_alive(pid):
+        return None
+    cmd = _cmdline(pid)
+    if cmd is not None and _marker(name) not in cmd:
+        return None  # the pid was reused by something else
+    return pid
+
+
+def recorded_pid(layout: Layout, name: str) -> int | None:
+    try:
+        return int(layout.pid_file(name).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_pid(layout: Layout, name: str, pid: int) -> None:
+    layout.run.mkdir(parents=True, exist_ok=True)
+    tmp = layout.pid_file(name).with_suffix(".tmp")
+    tmp.write_text(f"{pid}\n")
+    tmp.replace(layout.pid_file(name))
+
+
+def _service_env(settings: Settings, layout: Layout) -> dict[str, str]:
+    env = dict(os.environ)
+    env["CVOPS_HOME"] = str(layout.home)
+    env["CVOPS_NATS_URL"] = settings.effective_nats_url
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_detached(argv: list[str], log_path: Path, env: dict[str, str]) -> int:
+    """Start ``argv`` in its own session (it outlives the launcher); return its pid."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+    proc.returncode = 0  # never waited on here; silences Popen's "still running" warning
+    return proc.pid
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stop_pids(pids: dict[str, int], timeout: float = STOP_TIMEOUT_S) -> dict[str, str]:
+    """SIGTERM each pid, SIGKILL what is left after ``timeout``; return how each ended.
+
+    Each was started as a session leader, so after the leader exits any children it left
+    (e.g. a supervised tritonserver) are stopped through its process group.
+    """
+    outcome: dict[str, str] = {}
+    for name, pid in pids.items():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            outcome[name] = "gone"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(
+        process_alive(p) for n, p in pids.items() if n not in outcome
+    ):
+        time.sleep(0.1)
+    for name, pid in pids.items():
+        if name in outcome:
+            continue
+        if process_alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            outcome[name] = "killed"
+        else:
+            outcome[name] = "stopped"
+        if _group_alive(pid):  # children left behind by the leader
+            _signal_group(pid, signal.SIGTERM)
+            t = time.monotonic() + 5
+            while time.monotonic() < t and _group_alive(pid):
+                time.sleep(0.1)
+            _signal_group(pid, signal.SIGKILL)
+    return outcome
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            os.kill(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+# -- health ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Probe:
+    """How to tell that one process works: a port and an optional HTTP URL."""
+
+    port: int
+    url: str | None
+
+
+def _local_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def probe_of(name: str, settings: Settings) -> Probe:
+    """The port and health URL of ``name`` under ``settings``."""
+    if name == NATS:
+        if settings.nats_url:
+            parts = urlsplit(settings.nats_url.split(",")[0])
+            return Probe(parts.port or 4222, None)
+        port = settings.nats_monitor_port
+        return Probe(settings.nats_port, f"http://127.0.0.1:{port}/healthz")
+    if name == "gateway":
+        host = _local_host(settings.gateway_host)
+        return Probe(settings.gateway_port, f"http://{host}:{settings.gateway_port}/health/ready")
+    if name == "inference-router":
+        host, port = _local_host(settings.router_host), settings.router_http_port
+        return Probe(port, f"http://{host}:{port}/v2/health/ready")
+    port = settings.metrics_port(name)
+    return Probe(port, f"http://127.0.0.1:{port}/metrics" if port else None)
+
+
+def http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:
+    """GET ``url``: (healthy, short text)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return 200 <= resp.status < 300, "ok" if resp.status < 300 else str(resp.status)
+    except urllib.error.HTTPError as err:
+        return False, f"not ready ({err.code})"
+    except (urllib.error.URLError, OSError, TimeoutError):
+        return False, "no answer"
+
+
+def tcp_reachable(url: str, timeout: float = 1.0) -> bool:
+    """Whether the first server of a NATS URL list accepts a connection."""
+    parts = urlsplit(url.split(",")[0])
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), timeout):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Row:
+    process: str
+    pid: int | None
+    alive: bool
+    port: int
+    health: str
+    healthy: bool
+
+
+def status_rows(settings: Settings, layout: Layout) -> list[Row]:
+    """One row per process: NATS, then every service that is installed or has a pid file."""
+    rows = []
+    for name in (NATS, *SERVICES):
+        probe = probe_of(name, settings)
+        if name == NATS and settings.nats_url:
+            ok = tcp_reachable(settings.nats_url)
+            health = f"external {'reachable' if ok else 'unreachable'}"
+            rows.append(Row(NATS, None, ok, probe.port, health, ok))
+            continue
+        pid = running_pid(layout, name)
+        if pid is None and not installed(name) and recorded_pid(layout, name) is None:
+            continue
+        alive = pid is not None
+        if not alive:
+            rows.append(Row(name, recorded_pid(layout, name), False, probe.port, "stopped", False))
+            continue
+        ok, text = http_health(probe.url) if probe.url else (True, "running")
+        rows.append(Row(name, pid, True, probe.port, text, ok))
+    return rows
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    head = ("process", "pid", "alive", "port", "health")
+    body = [
+        (r.process, str(r.pid or "-"), "yes" if r.alive else "no", str(r.port or "-"), r.health)
+        for r in rows
+    ]
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+        for line in (head, *body)
+    ]
+    return "\n".join(lines)
+
+
+# -- credentials ----------------------------------------------------------------------
+
+
+def print_credentials_once(layout: Layout, out: Callable[[str], None] = print) -> bool:
+    """Show ``admin.credentials`` the first time it exists; True when it was shown now."""
+    creds = layout.home / CREDENTIALS
+    marker = layout.run / CREDENTIALS_PRINTED
+    if marker.exists() or not creds.exists():
+        return False
+    out(f"\nadmin credentials (shown once; kept in {creds}, mode 0600):")
+    out(creds.read_text().rstrip())
+    out("")
+    layout.run.mkdir(parents=True, exist_ok=True)
+    marker.touch(mode=0o600)
+    return True
+
+
+# -- commands -------------------------------------------------------------------------
+
+
+class LaunchError(Exception):
+    """A process did not start or did not become healthy."""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def ensure_nats(settings: Settings, layout: Layout, say: Callable[[str], None]) -> None:
+    """Start the embedded NATS unless it runs already or an external one is configured."""
+    if settings.nats_url:
+        say(f"nats: external {settings.nats_url}")
+        return
+    pid = running_pid(layout, NATS)
+    if pid is not None:
+        say(f"nats: already running (pid {pid})")
+        return
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    try:
+        proc, _port = start_nats(
+            layout.nats_store,
+            port=settings.nats_port,
+            monitor_port=settings.nats_monitor_port,
+            sync_always=settings.nats_sync_always,
+            log_file=layout.log_file(NATS),
+            detach=True,
+        )
+    except RuntimeError as err:
+        raise LaunchError(
+            f"nats-server did not start on port {settings.nats_port} ({err}):\n"
+            f"{_tail(layout.log_file(NATS))}"
+        ) from err
+    proc.returncode = 0  # it outlives us; never waited on here
+    _write_pid(layout, NATS, proc.pid)
+    url = probe_of(NATS, settings).url
+    assert url is not None
+    deadline = time.monotonic() + 10
+    while not http_health(url)[0]:
+        if time.monotonic() > deadline:
+            raise LaunchError(f"nats-server not healthy at {url}")
+        time.sleep(0.1)
+    say(f"nats: started (pid {proc.pid}, port {settings.nats_port})")
+
+
+def start_services(
+    settings: Settings, layout: Layout, names: Sequence[str], say: Callable[[str], None]
+) -> list[str]:
+    """Start each installed service not already running; return those started now."""
+    started = []
+    env = _service_env(settings, layout)
+    for name in names:
+        if not installed(name):
+            say(f"{name}: not installed (no {module_of(name)}.__main__), skipped")
+            continue
+        pid = running_pid(layout, name)
+        if pid is not None:
+            say(f"{name}: already running (pid {pid})")
+            continue
+        pid = start_detached([sys.executable, "-m", module_of(name)], layout.log_file(name), env)
+        _write_pid(layout, name, pid)
+        started.append(name)
+        say(f"{name}: started (pid {pid})")
+    return started
+
+
+def wait_gateway(settings: Settings, layout: Layout, timeout: float) -> None:
+    """Wait for the gateway's /health/ready; raise LaunchError on death or timeout."""
+    url = probe_of("gateway", settings).url
+    assert url is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        ok, text = http_health(url)
+        if ok:
+            return
+        if running_pid(layout, "gateway") is None:
+            raise LaunchError(
+                f"gateway exited; last lines of {layout.log_file('gateway')}:\n"
+                f"{_tail(layout.log_file('gateway'))}"
+            )
+        if time.monotonic() > deadline:
+            raise LaunchError(f"gateway not ready after {timeout:.0f} s ({text}); see its log")
+        time.sleep(0.25)
+
+
+def check_started(layout: Layout, started: Sequence[str], grace_s: float = 1.5) -> None:
+    """Raise LaunchError naming each service that exited right after it was started."""
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if any(running_pid(layout, n) is None for n in started):
+            break
+        time.sleep(0.1)
+    dead = [n for n in started if running_pid(layout, n) is None]
+    if dead:
+        details = "\n".join(
+            f"--- {n} ({layout.log_file(n)}):\n{_tail(layout.log_file(n))}" for n in dead
+        )
+        raise LaunchError(f"exited right after start: {', '.join(dead)}\n{details}")
+
+
+def up(settings: Settings, names: Sequence[str] = SERVICES, *, wait: bool = True) -> int:
+    layout = Layout.of(settings)
+    layout.run.mkdir(parents=True, exist_ok=True)
+    layout.logs.mkdir(parents=True, exist_ok=True)
+    say = print
+    try:
+        ensure_nats(settings, layout, say)
+        started = start_services(settings, layout, names, say)
+        if wait and "gateway" in names and running_pid(layout, "gateway") is not None:
+            wait_gateway(settings, layout, GATEWAY_READY_TIMEOUT_S)
+            deadline = time.monotonic() + 5  # the gateway writes the file on first start
+            while not print_credentials_once(layout) and time.monotonic() < deadline:
+                if (layout.run / CREDENTIALS_PRINTED).exists():
+                    break
+                time.sleep(0.2)
+        check_started(layout, started)
+    except LaunchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        print(format_table(status_rows(settings, layout)))
+        return 1
+    print()
+    print(format_table(status_rows(settings, layout)))
+    return 0
+
+
+def down(settings: Settings) -> int:
+    layout = Layout.of(settings)
+    services = {n: p for n in reversed(SERVICES) if (p := running_pid(layout, n)) is not None}
+    for name, how in stop_pids(services).items():
+        print(f"{name}: {how}")
+    if not settings.nats_url and (pid := running_pid(layout, NATS)) is not None:
+        for name, how in stop_pids({NATS: pid}).items():
+            print(f"{name}: {how}")
+    for name in (*SERVICES, NATS):
+        layout.pid_file(name).unlink(missing_ok=True)
+    return 0
+
+
+def status(settings: Settings, *, as_json: bool = False) -> int:
+    rows = status_rows(settings, Layout.of(settings))
+    if as_json:
+        print(json.dumps([r.__dict__ for r in rows], indent=2))
+    else:
+        print(format_table(rows) if rows else "nothing installed or running")
+    return 0 if rows and all(r.alive and r.healthy for r in rows) else 1
+
+
+def run_nats_foreground(settings: Settings) -> None:
+    """Replace this process with nats-server on the embedded config (for Procfile runners)."""
+    layout = Layout.of(settings)
+    conf = write_config(
+        layout.nats_store,
+        port=settings.nats_port,
+        monitor_port=settings.nats_monitor_port,
+        sync_always=settings.nats_sync_always,
+    )
+    binary = nats_server_binary()
+    os.execv(binary, [binary, "-c", str(conf)])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cvops.core.local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start NATS and every installed service")
+    p_up.add_argument(
+        "--services",
+        default=",".join(SERVICES),
+        help="comma-separated subset to start (default: all); 'none' for NATS only",
+    )
+    p_up.add_argument("--no-wait", action="store_true", help="do not wait for the gateway")
+    sub.add_parser("down", help="stop everything `up` started")
+    p_status = sub.add_parser("status", help="each process, its pid, port and health")
+    p_status.add_argument("--json", action="store_true")
+    sub.add_parser("nats", help="run the embedded nats-server in the foreground")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    if args.command == "up":
+        names = [] if args.services == "none" else [s.strip() for s in args.services.split(",")]
+        unknown = [n for n in names if n not in SERVICES]
+        if unknown:
+            parser.error(f"unknown service(s) {', '.join(unknown)}; known: {', '.join(SERVICES)}")
+        return up(settings, names, wait=not args.no_wait)
+    if args.command == "down":
+        return down(settings)
+    if args.command == "status":
+        return status(settings, as_json=args.json)
+    run_nats_foreground(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

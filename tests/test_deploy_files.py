@@ -1,0 +1,315 @@
+"""Deployment files agree with the code: compose, Dockerfiles, Procfile, NATS configs.
+
+Parsing only — no Docker engine is needed (``docker compose config`` is not run). The NATS
+cluster example is checked by running it: three real nats-servers on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import tempfile
+import time
+import tomllib
+import urllib.request
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+import pytest
+import yaml
+
+from cvops.contracts import Stamp
+from cvops.contracts.identity import UserCreated
+from cvops.core import STREAM, Bus, load_settings
+from cvops.core.local import SERVICES, module_of
+from cvops.core.natsd import nats_server_binary
+from cvops.core.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+TORCH_SERVICES = {"registry", "trainer", "converter", "benchmarker"}
+DEFAULTS = Settings()
+
+
+def _load(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return _load(ROOT / "docker-compose.yml")
+
+
+def _dockerfile(compose: dict[str, Any], service: str) -> str:
+    build = compose["services"][service]["build"]
+    assert build["context"] == "."
+    path = ROOT / build["dockerfile"]
+    assert path.is_file(), f"{service}: {path} missing"
+    return path.read_text()
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """Dockerfile instructions with continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def _members() -> dict[str, tuple[Path, list[str]]]:
+    """Distribution name → (directory, cvops-* dependencies) for every workspace member."""
+    out = {}
+    for pyproject in [ROOT / "contracts" / "pyproject.toml", *ROOT.glob("*/*/pyproject.toml")]:
+        if ".venv" in pyproject.parts or not pyproject.is_file():
+            continue
+        project = tomllib.loads(pyproject.read_text()).get("project", {})
+        deps = [
+            re.split(r"[ <>=!\[;]", d, maxsplit=1)[0]
+            for d in project.get("dependencies", [])
+            if d.startswith("cvops-")
+        ]
+        out[project["name"]] = (pyproject.parent.relative_to(ROOT), deps)
+    return out
+
+
+def _needed_dirs(dist: str, members: dict[str, tuple[Path, list[str]]]) -> set[str]:
+    seen: set[str] = set()
+    todo = [dist]
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in members:
+            continue
+        seen.add(name)
+        todo.extend(members[name][1])
+    return {str(members[n][0]) for n in seen}
+
+
+def test_compose_has_nats_triton_and_every_service(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) == {"nats", "tritonserver", *SERVICES}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_image_runs_its_module(compose: dict[str, Any], service: str) -> None:
+    steps = _instructions(_dockerfile(compose, service))
+    assert steps[0] == ("FROM", "python:3.11-slim")
+    (cmd,) = [arg for op, arg in steps if op == "CMD"]
+    assert json.loads(cmd) == ["python", "-m", module_of(service)]
+    installs = " ".join(arg for op, arg in steps if op == "RUN" and "pip install" in arg)
+    assert ('"torch==2.13.0"' in installs) == (service in TORCH_SERVICES)
+    copied = {arg.split()[0].rstrip("/") for op, arg in steps if op == "COPY"}
+    members = _members()
+    need = {"contracts", "libs/core", f"services/{service}"}
+    if f"cvops-{service}" in members:  # the service exists: follow its real dependencies
+        need |= _needed_dirs(f"cvops-{service}", members)
+    for d in need:
+        assert d in copied, f"{service}: Dockerfile does not COPY {d}"
+        assert f"./{d}" in installs.split(), f"{service}: Dockerfile does not install {d}"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_each_service_talks_to_the_nats_service(compose: dict[str, Any], service: str) -> None:
+    env = compose["services"][service]["environment"]
+    assert env["CVOPS_NATS_URL"] == f"nats://nats:{DEFAULTS.nats_port}"
+    assert "nats" in compose["services"][service]["depends_on"]
+    fields = {f"CVOPS_{f.upper()}" for f in Settings.__struct_fields__}
+    assert set(env) <= fields, f"unknown settings: {set(env) - fields}"
+    settings = load_settings({k: str(v) for k, v in env.items()})
+    assert settings.metrics_host == "0.0.0.0"
+    for key, value in env.items():  # any port written down is the default one
+        if key.endswith("_PORT"):
+            assert int(value) == getattr(DEFAULTS, key[6:].lower()), key
+
+
+def _container_ports(spec: dict[str, Any]) -> set[int]:
+    published = {int(str(p).rsplit(":", 1)[-1]) for p in spec.get("ports", [])}
+    return published | {int(p) for p in spec.get("expose", [])}
+
+
+def test_ports_are_the_settings_defaults(compose: dict[str, Any]) -> None:
+    s = compose["services"]
+    assert _container_ports(s["gateway"]) == {DEFAULTS.gateway_port}
+    assert _container_ports(s["inference-router"]) == {
+        DEFAULTS.router_http_port,
+        DEFAULTS.router_grpc_port,
+        DEFAULTS.router_metrics_port,
+    }
+    for svc in ("registry", "trainer", "converter", "benchmarker", "reporter"):
+        assert _container_ports(s[svc]) == {DEFAULTS.metrics_port(svc)}, svc
+    assert _container_ports(s["nats"]) == {DEFAULTS.nats_port, DEFAULTS.nats_monitor_port}
+    triton = " ".join(s["tritonserver"]["command"])
+    assert f"--http-port={DEFAULTS.triton_http_port}" in triton
+    assert f"--grpc-port={DEFAULTS.triton_grpc_port}" in triton
+    assert f"--metrics-port={DEFAULTS.triton_metrics_port}" in triton
+    for svc in ("gateway", "inference-router", "nats"):
+        for p in s[svc].get("ports", []):
+            assert str(p).startswith("127.0.0.1:"), f"{svc} publishes {p} beyond loopback"
+
+
+def test_nats_runs_jetstream_with_fsync_always(compose: dict[str, Any]) -> None:
+    nats = compose["services"]["nats"]
+    assert nats["image"].startswith("nats:2.12")
+    assert "-js" in nats["command"]
+    conf_arg = nats["command"][nats["command"].index("-c") + 1]
+    (mount,) = [v for v in nats["volumes"] if v.split(":")[1] == conf_arg]
+    conf = (ROOT / mount.split(":")[0]).read_text()
+    assert "sync_interval: always" in conf
+    assert f":{DEFAULTS.nats_port}" in conf and f":{DEFAULTS.nats_monitor_port}" in conf
+    check = subprocess.run(
+        [nats_server_binary(), "-t", "-c", str(DEPLOY / "nats" / "nats.conf")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert check.returncode == 0, check.stderr
+
+
+def test_triton_shares_its_model_repository_with_the_router(compose: dict[str, Any]) -> None:
+    triton = compose["services"]["tritonserver"]
+    router = compose["services"]["inference-router"]
+    assert triton["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert "--model-control-mode=explicit" in triton["command"]
+    repo = next(a.split("=", 1)[1] for a in triton["command"] if a.startswith("--model-repository"))
+    (volume,) = [v.split(":")[0] for v in triton["volumes"] if v.split(":")[1] == repo]
+    router_repo = router["environment"]["CVOPS_TRITON_MODEL_REPOSITORY"]
+    assert f"{volume}:{router_repo}" in router["volumes"]
+    assert volume in compose["volumes"]
+    url = router["environment"]["CVOPS_TRITON_URL"]
+    assert url == f"http://tritonserver:{DEFAULTS.triton_http_port}"
+
+
+def test_gpu_override_names_known_services(compose: dict[str, Any]) -> None:
+    gpu = _load(DEPLOY / "compose.gpu.yml")
+    assert set(gpu["services"]) <= set(compose["services"])
+    assert "trainer" in gpu["services"] and "tritonserver" in gpu["services"]
+    for spec in gpu["services"].values():
+        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_procfile_runs_nats_and_every_service() -> None:
+    lines = [
+        line.split(":", 1)
+        for line in (DEPLOY / "Procfile").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    procs = {name.strip(): cmd.strip() for name, cmd in lines}
+    assert procs.pop("nats") == "python -m cvops.core.local nats"
+    assert procs == {s: f"python -m {module_of(s)}" for s in SERVICES}
+
+
+def test_cluster_readme_asks_for_three_replicas() -> None:
+    conf = (DEPLOY / "nats" / "cluster.conf").read_text()
+    assert "sync_interval: always" in conf
+    assert "CVOPS_STREAM_REPLICAS=3" in conf
+    assert "CVOPS_STREAM_REPLICAS=3" in (DEPLOY / "README.md").read_text()
+
+
+# -- the cluster example, for real ---------------------------------------------------
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _node_conf(conf: str, client: int, monitor: int, route: int, routes: list[int]) -> str:
+    """The example with its hosts mapped to loopback ports (three nodes on one machine)."""
+    conf = conf.replace("listen: 0.0.0.0:4250", f"listen: 127.0.0.1:{client}")
+    conf = conf.replace("http: 0.0.0.0:8250", f"http: 127.0.0.1:{monitor}")
+    conf = conf.replace("listen: 0.0.0.0:6250", f"listen: 127.0.0.1:{route}")
+    for i, port in enumerate(routes, start=1):
+        conf = conf.replace(f"nats-route://nats-{i}:6250", f"nats-route://127.0.0.1:{port}")
+    return conf
+
+
+def _healthy(monitor_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=1) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def _event() -> UserCreated:
+    stamp = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="t", correlation_id="cluster")
+    name = f"u{uuid.uuid4().hex[:8]}"
+    return UserCreated(**stamp.envelope(name), username=name, role="viewer", password_hash="x")
+
+
+@pytest.mark.slow
+async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
+    tmp_path: Path,
+) -> None:
+    example = (DEPLOY / "nats" / "cluster.conf").read_text()
+    ports = _free_ports(9)
+    clients, monitors, routes = ports[0:3], ports[3:6], ports[6:9]
+    procs: list[subprocess.Popen[bytes]] = []
+    store = Path(tempfile.mkdtemp(prefix="cvops-cluster-", dir=tmp_path))
+    try:
+        for i in range(3):
+            conf = store / f"n{i + 1}.conf"
+            conf.write_text(_node_conf(example, clients[i], monitors[i], routes[i], routes))
+            env = {"NATS_SERVER_NAME": f"nats-{i + 1}", "NATS_STORE_DIR": str(store / f"d{i}")}
+            log = open(store / f"n{i + 1}.log", "wb")  # noqa: SIM115
+            procs.append(
+                subprocess.Popen(
+                    [nats_server_binary(), "-c", str(conf)], env=env, stdout=log, stderr=log
+                )
+            )
+        deadline = time.monotonic() + 30  # every node healthy: JetStream has a meta leader
+        while not all(_healthy(m) for m in monitors):
+            assert time.monotonic() < deadline, (store / "n1.log").read_text()[-2000:]
+            time.sleep(0.1)
+        settings = load_settings(
+            {},
+            nats_url=",".join(f"nats://127.0.0.1:{p}" for p in clients),
+            stream_replicas=3,
+            home=str(tmp_path / "home"),
+        )
+        bus = await Bus.connect(settings, name="cluster-test")
+        try:
+            info = await bus.js.stream_info(STREAM)
+            assert info.config.num_replicas == 3
+            assert info.cluster is not None and len(info.cluster.replicas or []) == 2
+            first = await bus.publish(_event())
+            # lose the node this client talks to (or another, if that one leads the stream)
+            url = bus.nc.connected_url
+            victim = clients.index(url.port) if url and url.port in clients else 0
+            if f"nats-{victim + 1}" == info.cluster.leader:
+                victim = (victim + 1) % 3
+            procs[victim].terminate()
+            procs[victim].wait(10)
+            second = _event()
+            for attempt in range(5):
+                try:  # an ack lost with its server times out; re-publishing is deduplicated
+                    ack = await bus.publish(second)
+                    break
+                except (nats.errors.TimeoutError, TimeoutError):
+                    assert attempt < 4
+            assert ack.seq == first.seq + 1
+            assert await bus.last_seq() == first.seq + 1
+        finally:
+            await bus.close()
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
