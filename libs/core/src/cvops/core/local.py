@@ -439,12 +439,19 @@ def wait_gateway(settings: Settings, layout: Layout, timeout: float) -> None:
 
 def check_started(layout: Layout, started: Sequence[str], grace_s: float = 1.5) -> None:
     """Raise LaunchError naming each service that exited right after it was started."""
+
+    # Liveness by pid only: right after fork, /proc/<pid>/cmdline still shows the launcher
+    # until exec, so the cmdline check of running_pid would call a starting service dead.
+    def gone(n: str) -> bool:
+        pid = recorded_pid(layout, n)
+        return pid is None or not process_alive(pid)
+
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if any(running_pid(layout, n) is None for n in started):
+        if any(gone(n) for n in started):
             break
         time.sleep(0.1)
-    dead = [n for n in started if running_pid(layout, n) is None]
+    dead = [n for n in started if gone(n)]
     if dead:
         details = "\n".join(
             f"--- {n} ({layout.log_file(n)}):\n{_tail(layout.log_file(n))}" for n in dead

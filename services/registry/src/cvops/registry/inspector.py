@@ -9,6 +9,7 @@ on timeout, and exits by itself when the registry dies (its pipe closes).
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -17,6 +18,11 @@ from typing import Any
 from cvops.registry.safety import Refused
 
 DEFAULT_TIMEOUT_S = 1800.0
+_STOPPED_FROM_OUTSIDE = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+class InspectorStopped(OSError):
+    """The child was stopped from outside (shutdown): the host's problem, so the job is retried."""
 
 
 class InspectorProcess:
@@ -42,6 +48,9 @@ class InspectorProcess:
             except (EOFError, OSError) as err:
                 code = self._proc.exitcode if self._proc is not None else None
                 self._kill()
+                if code is not None and -code in _STOPPED_FROM_OUTSIDE:
+                    # a shutdown signal, not the file: retry the upload later, do not judge it
+                    raise InspectorStopped(f"the inspector was stopped (signal {-code})") from err
                 raise Refused(
                     f"the file crashed the inspector (exit {code}); it is not a valid upload"
                 ) from err
