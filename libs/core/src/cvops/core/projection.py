@@ -189,13 +189,18 @@ class ProjectionRunner:
             try:
                 if sub is None:
                     sub = await self._subscribe()
-                watermark = await self.bus.last_seq()
                 try:
                     msgs = await sub.fetch(self.batch, timeout=0.25)
                 except (nats.errors.TimeoutError, TimeoutError):
-                    # nothing pending: everything up to the watermark that matches is applied
-                    await self._advance(max(watermark, self.checkpoint()))
-                    continue
+                    # Idle. Read the stream's last sequence, then look once more: if nothing
+                    # came, every matching event up to that sequence is applied. (No stream
+                    # round trip while busy: catch-up runs at the consumer's pace.)
+                    watermark = await self.bus.last_seq()
+                    try:
+                        msgs = await sub.fetch(self.batch, timeout=0.05)
+                    except (nats.errors.TimeoutError, TimeoutError):
+                        await self._advance(max(watermark, self.checkpoint()))
+                        continue
             except (
                 nats.js.errors.NotFoundError,
                 nats.js.errors.ServiceUnavailableError,
