@@ -17,7 +17,17 @@ from typing import Any
 import httpx
 import pytest
 
-from cvops.contracts import Stamp, TensorSpec
+from cvops.contracts import ArtifactRef, Stamp, TensorSpec
+from cvops.contracts.conversion import (
+    ArtifactProduced,
+    BenchmarkRequested,
+    BenchmarkRow,
+    BenchmarkRowMeasured,
+    ConversionRequested,
+    GateResult,
+    ParityNumbers,
+)
+from cvops.contracts.deployment import DeploymentReady, DeploymentRequested
 from cvops.contracts.identity import TokenIssued, UserCreated
 from cvops.contracts.registry import (
     DatasetUploadReceived,
@@ -28,6 +38,7 @@ from cvops.contracts.registry import (
     ModelVersionAdded,
     SplitCounts,
 )
+from cvops.contracts.training import TrainingRequested
 from cvops.core import ArtifactStore, Bus, Settings, load_settings
 from cvops.gateway.auth import new_token
 from cvops.gateway.testing import FAST_HASHER, PASSWORD, Platform, RunningGateway
@@ -120,8 +131,77 @@ async def seed_log(settings: Settings, platform: Platform) -> None:
             ),
         ):
             await bus.publish(event)
+        await seed_work(bus, platform, stamp, by_registry, ref)
     finally:
         await bus.close()
+
+
+PARITY = ParityNumbers(
+    n_images=64,
+    max_abs_error=1e-5,
+    mean_abs_error=1e-6,
+    max_rel_error=1e-4,
+    top1_agreement=1.0,
+    reference_accuracy=0.9,
+    candidate_accuracy=0.9,
+    accuracy_drop=0.0,
+)
+GATE = GateResult(
+    passed=True, reason="drop 0.0 <= 1.0", basis="accuracy", drop_points=0.0, max_accuracy_drop=1.0
+)
+
+
+async def seed_work(
+    bus: Bus, platform: Platform, stamp: Stamp, by_service: Stamp, ref: ArtifactRef
+) -> None:
+    """Given events: a training job, a ready deployment, a conversion and a benchmark."""
+    tag, model = platform.tag, platform.model
+    platform.job_id = f"job-seed-{tag}"
+    platform.deployment = f"seed-dep-{tag}"
+    platform.conversion_id = f"conv-seed-{tag}"
+    platform.benchmark_id = f"bench-seed-{tag}"
+    serving = {"deployment": platform.deployment, "model_name": model, "version": 1}
+    row = BenchmarkRow(
+        engine="onnxruntime-cpu",
+        precision="fp32",
+        artifact="onnx",
+        device="cpu",
+        batch_size=1,
+        concurrency=1,
+        p95_ms=1.5,
+        throughput_ips=700.0,
+    )
+    conversion = {"job_id": platform.conversion_id, "model_name": model, "version": 1}
+    benchmark = {"job_id": platform.benchmark_id, "model_name": model, "version": 1}
+    for event in (
+        TrainingRequested(
+            **stamp.envelope("job"),
+            job_id=platform.job_id,
+            dataset=platform.dataset,
+            arch="simple-cnn",
+            role="admin",
+        ),
+        DeploymentRequested(**stamp.envelope("deploy"), **serving),
+        DeploymentReady(**by_service.envelope("ready"), **serving, instances=["local"]),
+        ConversionRequested(**stamp.envelope("convert"), **conversion, targets=["onnx"]),
+        ArtifactProduced(
+            **by_service.envelope("produced"),
+            **conversion,
+            target="onnx",
+            artifact=ref,
+            format="onnx",
+            precision="fp32",
+            parity=PARITY,
+            gate=GATE,
+            source=ref,
+            dataset=platform.dataset,
+            dataset_version=1,
+            input_shape=[-1, 3, 8, 8],
+        ),
+        BenchmarkRequested(**stamp.envelope("bench"), **benchmark),
+        BenchmarkRowMeasured(**by_service.envelope("row"), **benchmark, row=row),
+    ):
+        await bus.publish(event)
 
 
 def start_platform(nats_url: str, home: Path, **overrides: object) -> Platform:

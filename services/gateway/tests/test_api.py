@@ -67,6 +67,31 @@ def _version(p: Platform) -> str:
     return f"/models/{p.model}/versions/1"
 
 
+def _job_body(p: Platform) -> dict[str, Any]:
+    return {"dataset": p.dataset, "arch": "simple-cnn", "budget": {"trials": 4}}
+
+
+async def _own_job(client: httpx.AsyncClient, p: Platform, role: str | None) -> dict[str, Any]:
+    """A job of the caller's own to cancel (a role that may not train gets the seeded one)."""
+    if role not in ("engineer", "admin"):
+        return {"path": f"/jobs/{p.job_id}/cancel"}
+    made = await client.post("/jobs", json=_job_body(p), headers=p.headers(role))
+    return {"path": f"/jobs/{made.json()['job_id']}/cancel"}
+
+
+async def _fresh_deployment(
+    client: httpx.AsyncClient, p: Platform, role: str | None
+) -> dict[str, Any]:
+    name = f"dep-{uuid.uuid4().hex[:8]}"
+    made = await client.post(
+        "/deployments",
+        json={"model_name": p.model, "version": 1, "deployment": name},
+        headers=p.headers("admin"),
+    )
+    assert made.status_code == 202, made.text
+    return {"path": f"/deployments/{name}"}
+
+
 ROUTES = [
     Route("GET", "/health/live", None, lambda p: "/health/live"),
     Route("GET", "/health/ready", None, lambda p: "/health/ready"),
@@ -128,6 +153,44 @@ ROUTES = [
         "/events/{correlation_id:str}",
         "viewer",
         lambda p: f"/events/seed-{p.tag}?follow=false",
+    ),
+    Route("POST", "/jobs", "engineer", lambda p: "/jobs", json=_job_body),
+    Route("GET", "/jobs", "viewer", lambda p: "/jobs"),
+    Route("GET", "/jobs/{job_id:str}", "viewer", lambda p: f"/jobs/{p.job_id}"),
+    Route("POST", "/jobs/{job_id:str}/cancel", "engineer", lambda p: "", prepare=_own_job),
+    Route(
+        "POST",
+        "/deployments",
+        "engineer",
+        lambda p: "/deployments",
+        json=lambda p: {"model_name": p.model, "version": 1, "deployment": f"d-{uuid.uuid4().hex}"},
+    ),
+    Route("GET", "/deployments", "viewer", lambda p: "/deployments"),
+    Route("GET", "/deployments/{name:str}", "viewer", lambda p: f"/deployments/{p.deployment}"),
+    Route("DELETE", "/deployments/{name:str}", "engineer", lambda p: "", prepare=_fresh_deployment),
+    Route(
+        "POST",
+        "/conversions",
+        "engineer",
+        lambda p: "/conversions",
+        json=lambda p: {"model_name": p.model, "version": 1, "targets": ["onnx", "int8"]},
+    ),
+    Route(
+        "GET", "/conversions/{job_id:str}", "viewer", lambda p: f"/conversions/{p.conversion_id}"
+    ),
+    Route(
+        "POST",
+        "/benchmarks",
+        "engineer",
+        lambda p: "/benchmarks",
+        json=lambda p: {"model_name": p.model, "version": 1, "p95_ms": 20},
+    ),
+    Route("GET", "/benchmarks/{job_id:str}", "viewer", lambda p: f"/benchmarks/{p.benchmark_id}"),
+    Route(
+        "GET",
+        "/models/{name:str}/versions/{version:int}/artifacts",
+        "viewer",
+        lambda p: f"{_version(p)}/artifacts",
     ),
 ]
 

@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from cvops.contracts.common import ArtifactRef, Lineage, TensorSpec
+from cvops.contracts.conversion import (
+    CONVERSION_TARGETS,
+    DEFAULT_MAX_ACCURACY_DROP,
+    BatcherAdvice,
+    BenchmarkRow,
+    GateResult,
+    Int8Attempt,
+    ParityNumbers,
+)
+from cvops.contracts.deployment import Canary
 from cvops.contracts.identity import Role
 from cvops.contracts.registry import ImageStats, SplitCounts, Stage
+from cvops.contracts.training import (
+    Budget,
+    Constraints,
+    DevicePreference,
+    JobType,
+    ParamSpec,
+    SearchMode,
+    TrainingPlan,
+    TrialMetrics,
+    TrialSummary,
+)
 
 
 class ErrorBody(msgspec.Struct, kw_only=True):
@@ -133,3 +154,297 @@ class DatasetView(msgspec.Struct, kw_only=True):
 class Health(msgspec.Struct, kw_only=True):
     status: Literal["ok", "degraded", "down"]
     checks: dict[str, object] = {}
+
+
+# -- jobs: training, conversion, benchmark ---------------------------------------------------
+
+JobKind = Literal["training", "conversion", "benchmark"]
+JobStatus = Literal["requested", "running", "completed", "failed", "cancelled"]
+TrialStatus = Literal["planned", "requested", "running", "completed", "failed", "pruned"]
+
+
+class JobCreated(msgspec.Struct, kw_only=True):
+    """A job request is in the log; follow ``/events/{correlation_id}`` for its progress."""
+
+    job_id: str
+    kind: JobKind
+    correlation_id: str
+    status: JobStatus = "requested"
+
+
+class CreateJob(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /jobs``: the user's fields of ``training.requested`` (a search or one run).
+
+    ``search_space`` entries replace the architecture's default range of the same name;
+    ``hyperparameters`` fixes values (all of them for ``job_type`` ``single``). ``objectives``
+    are names from ``accuracy``, ``latency``, ``size``; ``device`` ``cuda`` counts against the
+    GPU quotas.
+    """
+
+    dataset: str
+    arch: str
+    dataset_version: int | None = None
+    job_type: JobType = "search"
+    search_space: dict[str, ParamSpec] = {}
+    hyperparameters: dict[str, Any] = {}
+    budget: Budget = msgspec.field(default_factory=Budget)
+    objectives: list[str] = msgspec.field(default_factory=lambda: ["accuracy", "latency"])
+    mode: SearchMode = "pareto"
+    weights: dict[str, float] = {}
+    constraints: Constraints = msgspec.field(default_factory=Constraints)
+    seed: int = 0
+    image_size: int | None = None
+    epochs: int | None = None
+    target_engine: str = "onnxruntime-cpu"
+    device: DevicePreference = "auto"
+    model_name: str | None = None
+    register_limit: int = 5
+    max_batches_per_epoch: int | None = None
+
+
+class TrialView(msgspec.Struct, kw_only=True):
+    """One trial of a job: its configuration, where it ran, its progress and its metrics."""
+
+    trial_id: str
+    generation: int
+    index: int
+    status: TrialStatus
+    hyperparameters: dict[str, Any] = {}
+    parents: list[str] = []
+    attempt: int = 0
+    host: str = ""
+    device: str = ""
+    parameters: int | None = None
+    epoch: int = 0
+    epochs: int | None = None
+    train_loss: float | None = None
+    val_accuracy: float | None = None
+    metrics: TrialMetrics | None = None
+    reason: str | None = None
+
+
+class GenerationView(msgspec.Struct, kw_only=True):
+    generation: int
+    trials: list[str]
+    completed: bool = False
+    trials_completed: int = 0
+    trials_failed: int = 0
+    trials_pruned: int = 0
+    front: list[str] = []  # trial ids of the job's Pareto front after this generation
+    best_accuracy: float | None = None
+
+
+class RegisteredModel(msgspec.Struct, kw_only=True):
+    """A model version a job registered (``pending`` until the registry's verdict)."""
+
+    upload_id: str
+    model_name: str
+    status: UploadStatus
+    version: int | None = None
+    reason: str | None = None
+
+
+class JobSummary(msgspec.Struct, kw_only=True):
+    """A training job in ``GET /jobs``."""
+
+    job_id: str
+    correlation_id: str
+    job_type: JobType
+    arch: str
+    dataset: str
+    owner: str
+    device: DevicePreference
+    status: JobStatus
+    created_at: datetime
+    finished_at: datetime | None = None
+    cancel_requested: bool = False
+    trials_total: int | None = None  # known once the trainer planned the job
+    trials_done: int = 0
+    best_accuracy: float | None = None
+
+
+class JobView(JobSummary, kw_only=True):
+    """``GET /jobs/{id}``: the request, the plan, generations, trials, the front, models."""
+
+    request: CreateJob
+    reason: str | None = None
+    plan: TrainingPlan | None = None
+    generations: list[GenerationView] = []
+    trials: list[TrialView] = []
+    front: list[TrialSummary] = []
+    models: list[RegisteredModel] = []
+
+
+# -- deployments ------------------------------------------------------------------------------
+
+DeploymentStatus = Literal["requested", "ready", "degraded", "failed", "retiring", "retired"]
+
+
+class CreateDeployment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /deployments``: serve ``model_name:version`` (a new deployment or an update).
+
+    ``deployment`` is the name clients infer against (default: ``model_name``); ``canary`` is
+    ``"MODEL:VERSION=PERCENT%"`` with another version of the same model.
+    """
+
+    model_name: str
+    version: int
+    deployment: str | None = None
+    engine: str = "onnxruntime-cpu"
+    canary: str | None = None
+    public: bool = False
+    max_batch_size: int = 8
+    preferred_batch_sizes: list[int] = []
+    max_queue_delay_us: int = 500
+    instance_count: int = 1
+
+
+class DeploymentView(msgspec.Struct, kw_only=True):
+    """A deployment: its last requested spec, the outcome, and the version it serves."""
+
+    deployment: str
+    model_name: str
+    version: int
+    engine: str
+    canary: Canary | None = None
+    public: bool = False
+    max_batch_size: int = 8
+    preferred_batch_sizes: list[int] = []
+    max_queue_delay_us: int = 500
+    instance_count: int = 1
+    status: DeploymentStatus
+    reason: str | None = None
+    serving_version: int | None = None  # what answers requests now (a failed update keeps it)
+    instances: list[str] = []
+    requested_by: str
+    correlation_id: str  # of the last request: follow it for ready / failed
+    requested_at: datetime
+    updated_at: datetime
+
+
+# -- conversions and benchmarks ---------------------------------------------------------------
+
+TargetStatus = Literal["pending", "produced", "rejected", "unavailable"]
+
+
+class CreateConversion(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /conversions``: engines from a model version, each held to the accuracy gate.
+
+    ``targets`` from ``onnx fp16 int8 openvino openvino-int8 tensorrt-fp16 tensorrt-int8``
+    (``tensorrt`` means both TensorRT targets). ``dataset`` None: the one in the lineage.
+    """
+
+    model_name: str
+    version: int
+    targets: list[str] = msgspec.field(default_factory=lambda: list(CONVERSION_TARGETS))
+    calibration: str = "minmax"
+    max_accuracy_drop: float = DEFAULT_MAX_ACCURACY_DROP
+    dataset: str | None = None
+    dataset_version: int | None = None
+    validation_images: int | None = None
+    opset: int = 18
+    int8_max_float_layers: int | None = None
+
+
+class ConversionTargetView(msgspec.Struct, kw_only=True):
+    """What became of one target: produced (with parity), rejected (why) or unavailable."""
+
+    target: str
+    status: TargetStatus
+    reason: str | None = None
+    format: str | None = None
+    precision: str | None = None
+    artifact: ArtifactRef | None = None
+    parity: ParityNumbers | None = None
+    gate: GateResult | None = None
+    excluded_layers: list[str] = []
+    attempts: list[Int8Attempt] = []
+
+
+class ConversionView(msgspec.Struct, kw_only=True):
+    job_id: str
+    correlation_id: str
+    model_name: str
+    version: int
+    status: JobStatus
+    requested_by: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    request: CreateConversion
+    reason: str | None = None
+    op: str | None = None  # the operator ONNX export failed at
+    dataset: str | None = None
+    dataset_version: int | None = None
+    host: str | None = None
+    targets: list[ConversionTargetView] = []
+
+
+class EngineArtifactView(msgspec.Struct, kw_only=True):
+    """An engine produced from a model version (``GET /models/{name}/versions/{v}/artifacts``)."""
+
+    job_id: str
+    target: str
+    format: str
+    precision: str
+    artifact: ArtifactRef
+    parity: ParityNumbers
+    gate: GateResult
+    dataset: str
+    dataset_version: int
+    input_shape: list[int]
+    companions: list[ArtifactRef] = []
+    excluded_layers: list[str] = []
+    calibration: str | None = None
+    opset: int | None = None
+    created_at: datetime
+
+
+class CreateBenchmark(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """``POST /benchmarks``: measure every engine (or ``engines``) and pick one under the SLA."""
+
+    model_name: str
+    version: int
+    engines: list[str] = []
+    batch_sizes: list[int] = msgspec.field(default_factory=lambda: [1, 8, 32])
+    concurrency: list[int] = msgspec.field(default_factory=lambda: [1, 4, 16])
+    p95_ms: float | None = None
+    max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP
+    time_cap_s: float = 5.0
+    min_requests: int = 30
+    dataset: str | None = None
+    dataset_version: int | None = None
+    validation_images: int | None = None
+    conversion_job: str | None = None
+
+
+class BenchmarkRecommendation(msgspec.Struct, kw_only=True):
+    """The pick under the SLA and why (``pick`` None: nothing met it; ``closest`` missed least)."""
+
+    met_sla: bool
+    reason: str
+    pick: BenchmarkRow | None = None
+    closest: BenchmarkRow | None = None
+    pareto: list[BenchmarkRow] = []
+    batcher: BatcherAdvice | None = None
+    reference_accuracy: float | None = None
+    p95_ms: float | None = None
+    max_accuracy_drop: float | None = None
+    host: dict[str, Any] = {}
+
+
+class BenchmarkView(msgspec.Struct, kw_only=True):
+    job_id: str
+    correlation_id: str
+    model_name: str
+    version: int
+    status: JobStatus
+    requested_by: str
+    created_at: datetime
+    finished_at: datetime | None = None
+    request: CreateBenchmark
+    reason: str | None = None
+    host: str | None = None
+    planned: list[str] = []  # engine/precision [artifact] the benchmarker will measure
+    unavailable: dict[str, str] = {}
+    rows: list[BenchmarkRow] = []
+    recommendation: BenchmarkRecommendation | None = None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -25,16 +26,32 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from cvops.client import views
+from cvops.client import progress, views
 from cvops.client.config import ClientConfig, ConfigError, clear_config, load_config, save_config
 from cvops.client.sdk import DEFAULT_URL, Client, CvopsError, Unreachable
-from cvops.contracts.api import UploadResult
+from cvops.contracts.api import (
+    BenchmarkView,
+    ConversionView,
+    CreateBenchmark,
+    CreateConversion,
+    CreateDeployment,
+    CreateJob,
+    JobView,
+    UploadResult,
+)
+from cvops.contracts.conversion import CALIBRATION_METHODS
+from cvops.contracts.deployment import ENGINES
 from cvops.contracts.identity import ROLES
 from cvops.contracts.registry import STAGES
+from cvops.contracts.training import Budget, Constraints, ParamSpec
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+
+# After training.completed: how long `cvops train` waits for the registry's verdicts.
+VERDICT_WAIT_S = 30.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -97,8 +114,15 @@ def _state() -> CliState:
     return click.get_current_context().find_object(CliState)  # type: ignore[return-value]
 
 
+# Width of tables written to a pipe or a file: whole rows rather than ellipses.
+PIPE_WIDTH = 200
+
+
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
 
 
 def _show(renderable: RenderableType) -> None:
@@ -459,6 +483,20 @@ def models_stage(ref: str, stage: str, as_json: bool) -> None:
         click.echo(f"{changed.model_name}:{changed.version} is now {changed.stage}")
 
 
+@models.command("artifacts")
+@click.argument("ref", metavar="NAME:VERSION")
+@json_option
+def models_artifacts(ref: str, as_json: bool) -> None:
+    """Engines converted from a version (ONNX, FP16, INT8, OpenVINO...) with their parity."""
+    name, version = _parse_ref(ref, need_version=True)
+    assert version is not None
+    found = _state().client().list_engine_artifacts(name, version)
+    if as_json:
+        _emit_json(found)
+    else:
+        _show(views.engine_artifacts_table(found))
+
+
 @models.command("download")
 @click.argument("ref", metavar="NAME:VERSION")
 @click.option(
@@ -562,6 +600,632 @@ def events(correlation_id: str, until: tuple[str, ...], follow: bool, as_json: b
         pass
     finally:
         feed.close()
+
+
+# -- following jobs -------------------------------------------------------------------------
+
+
+def _int_list(value: str | None, what: str) -> list[int] | None:
+    """``"1,8,32"`` -> ``[1, 8, 32]``; None stays None."""
+    if value is None:
+        return None
+    try:
+        numbers = [int(v) for v in value.replace(" ", "").split(",") if v]
+    except ValueError as err:
+        raise click.BadParameter(f"expected integers like 1,8,32, got {value!r}") from err
+    if not numbers:
+        raise click.BadParameter(f"expected at least one {what}")
+    return numbers
+
+
+def _names(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _scalar(raw: str) -> Any:
+    """A command-line value as the number, boolean or text it looks like."""
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            continue
+    return raw.strip()
+
+
+def _assignments(pairs: tuple[str, ...], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"expected NAME=VALUE, got {pair!r}", param_hint=option)
+        out[key.strip()] = value.strip()
+    return out
+
+
+_SPACE_KINDS = {"float": "float", "log": "log_float", "log_float": "log_float", "int": "int"}
+
+
+def _param_spec(name: str, text: str) -> ParamSpec:
+    """``log:1e-4:0.1``, ``float:0.2:0.8``, ``int:1:4`` or choices ``sgd,adamw``."""
+    kind, sep, bounds = text.partition(":")
+    if sep and kind in _SPACE_KINDS:
+        low, _, high = bounds.partition(":")
+        try:
+            return ParamSpec(kind=_SPACE_KINDS[kind], low=float(low), high=float(high))  # type: ignore[arg-type]
+        except ValueError as err:
+            raise click.BadParameter(
+                f"{name}: expected {kind}:LOW:HIGH, got {text!r}", param_hint="--space"
+            ) from err
+    return ParamSpec(kind="categorical", choices=[_scalar(c) for c in text.split(",")])
+
+
+@contextmanager
+def _live(as_json: bool) -> Iterator[Any]:
+    """Progress bars on stderr (none with --json); Ctrl-C ends the watch, not the job."""
+    console = Console(stderr=True, highlight=False, quiet=as_json)
+    bars = progress.bars(console)
+    try:
+        with bars:
+            yield bars
+    except KeyboardInterrupt:
+        click.echo("stopped watching; the work goes on at the gateway", err=True)
+        raise click.exceptions.Exit(EXIT_INTERRUPTED) from None
+
+
+def _follow(
+    client: Client,
+    correlation_id: str,
+    until: progress.Until,
+    tracker: Any,
+    bars: Any,
+) -> None:
+    """Feed every event of the feed to ``tracker`` and print its milestone lines."""
+    for _seq, event_type, data in client.follow(correlation_id, until):
+        line = tracker.update(event_type, data)
+        if line:
+            bars.console.print(line, soft_wrap=True, markup=False)
+
+
+def _fail(message: str) -> None:
+    """End with exit 1 and ``error: <message>`` (the result was already printed)."""
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(EXIT_API_ERROR)
+
+
+# -- training -------------------------------------------------------------------------------
+
+
+def _registered_verdicts(client: Client, job: JobView) -> JobView:
+    """The job once the registry judged every model it registered (or the wait ran out)."""
+    deadline = time.monotonic() + VERDICT_WAIT_S
+    while any(m.status == "pending" for m in job.models) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        job = client.show_job(job.job_id)
+    return job
+
+
+def _watch_job(client: Client, job: JobView, as_json: bool) -> None:
+    """Follow a job to its end with live bars; then print the front and the models."""
+    with _live(as_json) as bars:
+        tracker = progress.TrainingProgress(bars, job.job_id)
+        ended = progress.ends_with(progress.TRAINING_ENDS, "job_id", job.job_id)
+        _follow(client, job.correlation_id, ended, tracker, bars)
+    job = client.show_job(job.job_id)
+    if job.status == "completed":
+        job = _registered_verdicts(client, job)
+    if as_json:
+        _emit_json(job)
+    elif job.status == "completed":
+        _show(views.job_result(job))
+    if job.status != "completed":
+        _fail(f"training {job.status}: {job.reason or 'no reason given'}")
+
+
+@cli.command()
+@click.option("--dataset", required=True, help="Registered data set to train on.")
+@click.option("--dataset-version", type=click.IntRange(min=1), help="Default: the newest.")
+@click.option("--arch", required=True, help="Zoo architecture: simple-cnn, resnet-mini, ...")
+@click.option("--budget", type=int, help="Number of trials.")
+@click.option("--population", type=int, help="Individuals per generation.")
+@click.option("--generations", type=int, help="Generations of the search.")
+@click.option(
+    "--objectives",
+    default="accuracy,latency",
+    show_default=True,
+    help="Comma-separated: accuracy, latency, size.",
+)
+@click.option(
+    "--weights",
+    metavar="OBJ=W,...",
+    help="Weighted single objective instead of the Pareto front, e.g. accuracy=1,latency=0.2.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, help="Epochs per trial (fixed).")
+@click.option("--image-size", type=int, help="Train at this square size.")
+@click.option("--max-latency-ms", type=float, help="Constraint: batch-1 latency.")
+@click.option("--max-params", type=int, help="Constraint: number of parameters.")
+@click.option(
+    "--single", is_flag=True, help="One plain training run of the --set values; no search."
+)
+@click.option("--set", "fixed", multiple=True, metavar="NAME=VALUE", help="Fix a hyperparameter.")
+@click.option(
+    "--space",
+    multiple=True,
+    metavar="NAME=RANGE",
+    help="Search range: lr=log:1e-4:0.1, width=float:0.25:1, depth=int:1:4, optimizer=sgd,adamw.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="cuda counts against the GPU quotas.",
+)
+@click.option(
+    "--engine",
+    "target_engine",
+    default="onnxruntime-cpu",
+    show_default=True,
+    help="Engine the latency objective is measured on.",
+)
+@click.option("--model-name", help="Register the results under this model name.")
+@click.option(
+    "--register",
+    "register_limit",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="How many front models to register.",
+)
+@click.option("--max-batches-per-epoch", type=click.IntRange(min=1), hidden=True)
+@click.option("--detach", is_flag=True, help="Start the job and return; watch it later.")
+@json_option
+def train(
+    dataset: str,
+    dataset_version: int | None,
+    arch: str,
+    budget: int | None,
+    population: int | None,
+    generations: int | None,
+    objectives: str,
+    weights: str | None,
+    seed: int,
+    epochs: int | None,
+    image_size: int | None,
+    max_latency_ms: float | None,
+    max_params: int | None,
+    single: bool,
+    fixed: tuple[str, ...],
+    space: tuple[str, ...],
+    device: str,
+    target_engine: str,
+    model_name: str | None,
+    register_limit: int,
+    max_batches_per_epoch: int | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Tune a model with a genetic search (or --single: train one configuration).
+
+    Follows the job with a live bar per generation and per trial, then prints the Pareto
+    front and the model versions it registered.
+    """
+    weight_values = _assignments(tuple(_names(weights) or ()), "--weights")
+    try:
+        parsed_weights = {k: float(v) for k, v in weight_values.items()}
+    except ValueError as err:
+        raise click.BadParameter("weights must be numbers", param_hint="--weights") from err
+    request = CreateJob(
+        dataset=dataset,
+        dataset_version=dataset_version,
+        arch=arch,
+        job_type="single" if single else "search",
+        search_space={k: _param_spec(k, v) for k, v in _assignments(space, "--space").items()},
+        hyperparameters={k: _scalar(v) for k, v in _assignments(fixed, "--set").items()},
+        budget=Budget(trials=budget, population=population, generations=generations),
+        objectives=_names(objectives) or [],
+        mode="weighted" if parsed_weights else "pareto",
+        weights=parsed_weights,
+        constraints=Constraints(max_latency_ms=max_latency_ms, max_parameters=max_params),
+        seed=seed,
+        image_size=image_size,
+        epochs=epochs,
+        target_engine=target_engine,
+        device=device,  # type: ignore[arg-type]
+        model_name=model_name,
+        register_limit=register_limit,
+        max_batches_per_epoch=max_batches_per_epoch,
+    )
+    client = _state().client()
+    created = client.create_job(request)
+    if detach:
+        if as_json:
+            _emit_json(created)
+        else:
+            click.echo(
+                f"job {created.job_id} started; watch it with: cvops jobs watch {created.job_id}"
+            )
+        return
+    if not as_json:
+        click.echo(
+            f"job {created.job_id} started (correlation id {created.correlation_id})", err=True
+        )
+    _watch_job(client, client.show_job(created.job_id), as_json)
+
+
+@cli.group()
+def jobs() -> None:
+    """Training jobs: list, show, cancel, watch."""
+
+
+@jobs.command("list")
+@click.option(
+    "--status", type=click.Choice(["requested", "running", "completed", "failed", "cancelled"])
+)
+@json_option
+def jobs_list(status: str | None, as_json: bool) -> None:
+    """Training jobs, newest first."""
+    found = _state().client().list_jobs(status)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(found)
+    else:
+        _show(views.jobs_table(found))
+
+
+@jobs.command("show")
+@click.argument("job_id")
+@json_option
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """A job: plan, generations, trials with metrics, Pareto front, registered models."""
+    job = _state().client().show_job(job_id)
+    if as_json:
+        _emit_json(job)
+    else:
+        _show(views.job_view(job))
+
+
+@jobs.command("cancel")
+@click.argument("job_id")
+@json_option
+def jobs_cancel(job_id: str, as_json: bool) -> None:
+    """Stop a job (yours; admins: anyone's). Running trials stop within seconds."""
+    job = _state().client().cancel_job(job_id)
+    if as_json:
+        _emit_json(job)
+    else:
+        click.echo(f"cancel requested for job {job.job_id} ({job.status})")
+
+
+@jobs.command("watch")
+@click.argument("job_id")
+@json_option
+def jobs_watch(job_id: str, as_json: bool) -> None:
+    """Follow a job (its history, then live) to its end, then print its result."""
+    client = _state().client()
+    _watch_job(client, client.show_job(job_id), as_json)
+
+
+# -- deployments ----------------------------------------------------------------------------
+
+
+def _await_deployment(
+    client: Client, name: str, correlation_id: str, ends: tuple[str, ...], as_json: bool
+) -> None:
+    """Follow a deployment request until the router answers, then show the deployment."""
+    with _live(as_json) as bars:
+        tracker = progress.DeploymentProgress(bars, name)
+        _follow(client, correlation_id, progress.ends_with(ends, "deployment", name), tracker, bars)
+    deployment = client.show_deployment(name)
+    if as_json:
+        _emit_json(deployment)
+    else:
+        _show(views.deployment_view(deployment))
+    if deployment.status == "failed":
+        _fail(f"deployment failed: {deployment.reason or 'no reason given'}")
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL:VERSION")
+@click.option("--name", "deployment", help="Name clients infer against (default: MODEL).")
+@click.option("--engine", type=click.Choice(ENGINES), default="onnxruntime-cpu", show_default=True)
+@click.option("--canary", metavar="MODEL:VERSION=PCT%", help="Send a share to another version.")
+@click.option("--public", is_flag=True, help="Inference needs no token.")
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Triton dynamic batching (0: off).",
+)
+@click.option("--preferred-batch-sizes", metavar="N,N", help="e.g. 4,8.")
+@click.option("--max-queue-delay-us", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option(
+    "--instances",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Model instances per Triton server.",
+)
+@click.option("--detach", is_flag=True, help="Return once requested; do not wait.")
+@json_option
+def deploy(
+    ref: str,
+    deployment: str | None,
+    engine: str,
+    canary: str | None,
+    public: bool,
+    max_batch_size: int,
+    preferred_batch_sizes: str | None,
+    max_queue_delay_us: int,
+    instances: int,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Serve a model version behind Triton; waits until it is ready (or failed)."""
+    name, version = _parse_ref(ref, need_version=True)
+    assert version is not None
+    request = CreateDeployment(
+        model_name=name,
+        version=version,
+        deployment=deployment,
+        engine=engine,
+        canary=canary,
+        public=public,
+        max_batch_size=max_batch_size,
+        preferred_batch_sizes=_int_list(preferred_batch_sizes, "batch size") or [],
+        max_queue_delay_us=max_queue_delay_us,
+        instance_count=instances,
+    )
+    client = _state().client()
+    requested = client.deploy(request)
+    if detach:
+        if as_json:
+            _emit_json(requested)
+        else:
+            click.echo(f"deployment {requested.deployment} requested ({requested.status})")
+        return
+    _await_deployment(
+        client, requested.deployment, requested.correlation_id, progress.DEPLOYMENT_ENDS, as_json
+    )
+
+
+@cli.group()
+def deployments() -> None:
+    """Deployments behind the inference router: list, show, retire."""
+
+
+@deployments.command("list")
+@json_option
+def deployments_list(as_json: bool) -> None:
+    """Every deployment, retired ones included."""
+    found = _state().client().list_deployments()
+    if as_json:
+        _emit_json(found)
+    else:
+        _show(views.deployments_table(found))
+
+
+@deployments.command("show")
+@click.argument("name")
+@json_option
+def deployments_show(name: str, as_json: bool) -> None:
+    """A deployment: spec, status, the version it serves."""
+    found = _state().client().show_deployment(name)
+    if as_json:
+        _emit_json(found)
+    else:
+        _show(views.deployment_view(found))
+
+
+@deployments.command("retire")
+@click.argument("name")
+@click.option("--detach", is_flag=True, help="Return once requested; do not wait.")
+@json_option
+def deployments_retire(name: str, detach: bool, as_json: bool) -> None:
+    """Undeploy; waits until the router has unloaded it."""
+    client = _state().client()
+    retiring = client.retire_deployment(name)
+    if detach:
+        if as_json:
+            _emit_json(retiring)
+        else:
+            click.echo(f"deployment {name} is {retiring.status}")
+        return
+    _await_deployment(client, name, retiring.correlation_id, progress.RETIREMENT_ENDS, as_json)
+
+
+# -- conversions and benchmarks -------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL:VERSION")
+@click.option(
+    "--targets",
+    metavar="T,T",
+    help="onnx, fp16, int8, openvino, openvino-int8, tensorrt-fp16, tensorrt-int8 or tensorrt "
+    "[default: all]",
+)
+@click.option(
+    "--calibration",
+    type=click.Choice(CALIBRATION_METHODS),
+    default="minmax",
+    show_default=True,
+    help="INT8 calibration method.",
+)
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Accuracy gate, in points.",
+)
+@click.option("--dataset", help="Validation/calibration data (default: the model's lineage).")
+@click.option("--validation-images", type=click.IntRange(min=1), help="Cap on parity images.")
+@click.option("--detach", is_flag=True, help="Start the conversion and return.")
+@json_option
+def convert(
+    ref: str,
+    targets: str | None,
+    calibration: str,
+    max_accuracy_drop: float,
+    dataset: str | None,
+    validation_images: int | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Convert a model version to engines, each with a parity report and accuracy gate."""
+    name, version = _parse_ref(ref, need_version=True)
+    assert version is not None
+    fields: dict[str, Any] = {}
+    if targets is not None:
+        fields["targets"] = _names(targets)
+    request = CreateConversion(
+        model_name=name,
+        version=version,
+        calibration=calibration,
+        max_accuracy_drop=max_accuracy_drop,
+        dataset=dataset,
+        validation_images=validation_images,
+        **fields,
+    )
+    client = _state().client()
+    created = client.convert(request)
+    if detach:
+        if as_json:
+            _emit_json(created)
+        else:
+            click.echo(
+                f"conversion {created.job_id} started; see it with: "
+                f"cvops conversions show {created.job_id}"
+            )
+        return
+    pending = client.show_conversion(created.job_id)
+    with _live(as_json) as bars:
+        tracker = progress.ConversionProgress(
+            bars, created.job_id, [t.target for t in pending.targets]
+        )
+        ended = progress.ends_with(progress.CONVERSION_ENDS, "job_id", created.job_id)
+        _follow(client, created.correlation_id, ended, tracker, bars)
+    _conversion_result(client.show_conversion(created.job_id), as_json)
+
+
+def _conversion_result(conversion: ConversionView, as_json: bool) -> None:
+    if as_json:
+        _emit_json(conversion)
+    else:
+        _show(views.conversion_table(conversion))
+    if conversion.status == "failed":
+        op = f" (operator {conversion.op})" if conversion.op else ""
+        _fail(f"conversion failed: {conversion.reason or 'no reason given'}{op}")
+
+
+@cli.group()
+def conversions() -> None:
+    """Conversion jobs."""
+
+
+@conversions.command("show")
+@click.argument("job_id")
+@json_option
+def conversions_show(job_id: str, as_json: bool) -> None:
+    """Each target of a conversion: produced (with parity), rejected or unavailable."""
+    _conversion_result(_state().client().show_conversion(job_id), as_json)
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL:VERSION")
+@click.option("--engines", metavar="E,E", help="Engines to measure [default: every one here].")
+@click.option("--batch-sizes", metavar="N,N", help="[default: 1,8,32]")
+@click.option("--concurrency", metavar="N,N", help="[default: 1,4,16]")
+@click.option("--p95-ms", type=float, help="SLA: p95 latency per request.")
+@click.option(
+    "--max-accuracy-drop",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="SLA: accuracy drop against the source model, in points.",
+)
+@click.option(
+    "--time-cap-s", type=float, default=5.0, show_default=True, help="Measuring time per cell."
+)
+@click.option("--conversion-job", help="Measure the engines of this conversion.")
+@click.option("--dataset", help="Accuracy data (default: the model's lineage).")
+@click.option("--detach", is_flag=True, help="Start the benchmark and return.")
+@json_option
+def bench(
+    ref: str,
+    engines: str | None,
+    batch_sizes: str | None,
+    concurrency: str | None,
+    p95_ms: float | None,
+    max_accuracy_drop: float,
+    time_cap_s: float,
+    conversion_job: str | None,
+    dataset: str | None,
+    detach: bool,
+    as_json: bool,
+) -> None:
+    """Benchmark every engine of a model version and recommend one under the SLA."""
+    name, version = _parse_ref(ref, need_version=True)
+    assert version is not None
+    fields: dict[str, Any] = {}
+    if batch_sizes is not None:
+        fields["batch_sizes"] = _int_list(batch_sizes, "batch size")
+    if concurrency is not None:
+        fields["concurrency"] = _int_list(concurrency, "concurrency")
+    request = CreateBenchmark(
+        model_name=name,
+        version=version,
+        engines=_names(engines) or [],
+        p95_ms=p95_ms,
+        max_accuracy_drop=max_accuracy_drop,
+        time_cap_s=time_cap_s,
+        conversion_job=conversion_job,
+        dataset=dataset,
+        **fields,
+    )
+    client = _state().client()
+    created = client.benchmark(request)
+    if detach:
+        if as_json:
+            _emit_json(created)
+        else:
+            click.echo(
+                f"benchmark {created.job_id} started; see it with: "
+                f"cvops benchmarks show {created.job_id}"
+            )
+        return
+    cells = len(request.batch_sizes) * len(request.concurrency)
+    with _live(as_json) as bars:
+        tracker = progress.BenchmarkProgress(bars, created.job_id, cells)
+        ended = progress.ends_with(progress.BENCHMARK_ENDS, "job_id", created.job_id)
+        _follow(client, created.correlation_id, ended, tracker, bars)
+    _benchmark_result(client.show_benchmark(created.job_id), as_json)
+
+
+def _benchmark_result(benchmark: BenchmarkView, as_json: bool) -> None:
+    if as_json:
+        _emit_json(benchmark)
+    else:
+        _show(views.benchmark_view(benchmark))
+    if benchmark.status == "failed":
+        _fail(f"benchmark failed: {benchmark.reason or 'no reason given'}")
+
+
+@cli.group()
+def benchmarks() -> None:
+    """Benchmark jobs."""
+
+
+@benchmarks.command("show")
+@click.argument("job_id")
+@json_option
+def benchmarks_show(job_id: str, as_json: bool) -> None:
+    """A benchmark's rows and its recommendation."""
+    _benchmark_result(_state().client().show_benchmark(job_id), as_json)
 
 
 # -- projections --------------------------------------------------------------------------

@@ -11,6 +11,7 @@ import contextlib
 import email.message
 import mimetypes
 import os
+import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -21,11 +22,23 @@ import msgspec
 
 from cvops.client.sse import parse_sse
 from cvops.contracts.api import (
+    BenchmarkView,
+    ConversionView,
+    CreateBenchmark,
+    CreateConversion,
+    CreateDeployment,
+    CreateJob,
     CreateToken,
     CreateUser,
     DatasetView,
+    DeploymentView,
+    EngineArtifactView,
     ErrorBody,
     Health,
+    JobCreated,
+    JobStatus,
+    JobSummary,
+    JobView,
     LoginRequest,
     LoginResponse,
     ModelVersionView,
@@ -44,6 +57,12 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` while a file moves."""
+
+FeedEvent = tuple[int, str, dict[str, Any]]
+"""``(stream sequence, event type, event as a dict)``: one message of an event feed."""
+
+# Failures after which following a feed reconnects (the gateway restarted, the link dropped).
+_RECONNECTABLE = ("unreachable", "transport_error", "timeout", "http_502", "http_503")
 
 T = TypeVar("T")
 
@@ -451,6 +470,115 @@ class Client:
                     yield message.seq, message.type, message.data
             finally:
                 response.close()
+
+    def follow(
+        self,
+        correlation_id: str,
+        until: Callable[[str, dict[str, Any]], bool],
+        *,
+        reconnects: int = 5,
+        retry_delay_s: float = 1.0,
+    ) -> Generator[FeedEvent, None, None]:
+        """Follow a request's or job's feed until ``until(type, event)`` is true.
+
+        A feed that breaks off (the gateway restarts, the connection drops) is resumed
+        after the last event seen, up to ``reconnects`` times in a row.
+
+        Yields:
+            every event of the feed up to and including the one ``until`` accepts.
+
+        Raises:
+            CvopsError: ``feed_ended`` when the feed could not be resumed.
+        """
+        last: int | None = None
+        failures = 0
+        while True:
+            feed = self.events(correlation_id, last_event_id=last)
+            try:
+                for seq, event_type, data in feed:
+                    last, failures = seq, 0
+                    yield seq, event_type, data
+                    if until(event_type, data):
+                        return
+                reason = "the gateway ended the event feed"
+            except CvopsError as err:
+                if err.code not in _RECONNECTABLE:
+                    raise
+                reason = err.message
+            finally:
+                feed.close()
+            failures += 1
+            if failures > reconnects:
+                raise CvopsError(0, "feed_ended", f"{reason}; follow {correlation_id} again later")
+            time.sleep(retry_delay_s)
+
+    # -- training jobs ----------------------------------------------------------------
+
+    def create_job(self, request: CreateJob) -> JobCreated:
+        """Start a training job (a genetic search, or one run with ``job_type="single"``).
+
+        Returns:
+            the job id and the correlation id whose feed (:meth:`events`) shows its progress.
+        """
+        return self._call("POST", "/jobs", JobCreated, json=self._json(request))
+
+    def list_jobs(self, status: JobStatus | None = None) -> list[JobSummary]:
+        """Training jobs, newest first; ``status`` filters."""
+        params = {"status": status} if status else {}
+        return self._call("GET", "/jobs", list[JobSummary], params=params)
+
+    def show_job(self, job_id: str) -> JobView:
+        """A job: status, plan, generations, trials with metrics, Pareto front, models."""
+        return self._call("GET", f"/jobs/{_segment(job_id)}", JobView)
+
+    def cancel_job(self, job_id: str) -> JobView:
+        """Ask the trainer to stop a job (it stops within seconds)."""
+        return self._call("POST", f"/jobs/{_segment(job_id)}/cancel", JobView)
+
+    # -- deployments ------------------------------------------------------------------
+
+    def deploy(self, request: CreateDeployment) -> DeploymentView:
+        """Serve a model version behind Triton; the router answers ready or failed.
+
+        Returns:
+            the deployment in ``requested``; follow its ``correlation_id`` for the outcome.
+        """
+        return self._call("POST", "/deployments", DeploymentView, json=self._json(request))
+
+    def list_deployments(self) -> list[DeploymentView]:
+        """Every deployment, retired ones included."""
+        return self._call("GET", "/deployments", list[DeploymentView])
+
+    def show_deployment(self, name: str) -> DeploymentView:
+        """One deployment: spec, status, the version it serves."""
+        return self._call("GET", f"/deployments/{_segment(name)}", DeploymentView)
+
+    def retire_deployment(self, name: str) -> DeploymentView:
+        """Undeploy; the router answers ``deployment.retired``."""
+        return self._call("DELETE", f"/deployments/{_segment(name)}", DeploymentView)
+
+    # -- conversions and benchmarks ---------------------------------------------------
+
+    def convert(self, request: CreateConversion) -> JobCreated:
+        """Convert a model version to engines, each held to the accuracy gate."""
+        return self._call("POST", "/conversions", JobCreated, json=self._json(request))
+
+    def show_conversion(self, job_id: str) -> ConversionView:
+        """A conversion: each target produced (with parity), rejected or unavailable."""
+        return self._call("GET", f"/conversions/{_segment(job_id)}", ConversionView)
+
+    def list_engine_artifacts(self, name: str, version: int) -> list[EngineArtifactView]:
+        """The engines converted from a model version, with their parity reports."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/artifacts"
+        return self._call("GET", path, list[EngineArtifactView])
+
+    def benchmark(self, request: CreateBenchmark) -> JobCreated:
+        """Benchmark the engines of a model version and get a recommendation."""
+        return self._call("POST", "/benchmarks", JobCreated, json=self._json(request))
+
+    def show_benchmark(self, job_id: str) -> BenchmarkView:
+        """A benchmark: measured rows and the recommendation under the SLA."""
+        return self._call("GET", f"/benchmarks/{_segment(job_id)}", BenchmarkView)
 
     def health(self, *, ready: bool = True) -> Health:
         """``/health/ready`` (NATS reachable, projection lag) or ``/health/live``."""

@@ -18,8 +18,20 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
+from cvops.client import fake_services
 from cvops.contracts.api import (
+    BenchmarkView,
+    ConversionView,
+    CreateBenchmark,
+    CreateConversion,
+    CreateDeployment,
+    CreateJob,
     DatasetView,
+    DeploymentView,
+    EngineArtifactView,
+    JobCreated,
+    JobSummary,
+    JobView,
     LoginResponse,
     ModelVersionView,
     ModelView,
@@ -70,6 +82,17 @@ class FakeGateway:
     requests: list[httpx.Request] = field(default_factory=list)
     artifact: bytes = b"onnx-bytes" * 1000
     outage: httpx.Response | None = None  # when set, every request gets this answer
+    jobs: dict[str, JobView] = field(default_factory=dict)
+    deployments: dict[str, DeploymentView] = field(default_factory=dict)
+    conversions: dict[str, ConversionView] = field(default_factory=dict)
+    benchmarks: dict[str, BenchmarkView] = field(default_factory=dict)
+    engines: dict[tuple[str, int], list[EngineArtifactView]] = field(default_factory=dict)
+    # how the scripted services answer: a job "completed", "failed" or left "running";
+    # a deployment "ready" or "failed"; a conversion or benchmark "completed" or "failed"
+    job_outcome: str = "completed"
+    deploy_outcome: str = "ready"
+    conversion_outcome: str = "completed"
+    benchmark_outcome: str = "completed"
 
     def __post_init__(self) -> None:
         self.users["admin"] = {"password": ADMIN_PASSWORD, "role": "admin", "disabled": False}
@@ -104,6 +127,19 @@ class FakeGateway:
             ("GET", r"/uploads/(?P<upload_id>[^/]+)", self.show_upload, True),
             ("GET", r"/events/(?P<cid>[^/]+)", self.event_feed, True),
             ("GET", r"/health/ready", self.health, False),
+            ("POST", r"/jobs", self.create_job, True),
+            ("GET", r"/jobs", self.list_jobs, True),
+            ("GET", r"/jobs/(?P<job_id>[^/]+)", self.show_job, True),
+            ("POST", r"/jobs/(?P<job_id>[^/]+)/cancel", self.cancel_job, True),
+            ("POST", r"/deployments", self.deploy, True),
+            ("GET", r"/deployments", self.list_deployments, True),
+            ("GET", r"/deployments/(?P<name>[^/]+)", self.show_deployment, True),
+            ("DELETE", r"/deployments/(?P<name>[^/]+)", self.retire, True),
+            ("POST", r"/conversions", self.convert, True),
+            ("GET", r"/conversions/(?P<job_id>[^/]+)", self.show_conversion, True),
+            ("GET", r"/models/(?P<name>[^/]+)/versions/(?P<v>\d+)/artifacts", self.engines_, True),
+            ("POST", r"/benchmarks", self.benchmark, True),
+            ("GET", r"/benchmarks/(?P<job_id>[^/]+)", self.show_benchmark, True),
         ]
         for method, pattern, handler, needs_auth in routes:
             match = re.fullmatch(pattern, request.url.path)
@@ -395,15 +431,180 @@ class FakeGateway:
             return _error(404, "not_found", f"no dataset {name}")
         return _json(200, self.datasets[name])
 
-    def event_feed(self, _request: httpx.Request, _user: str, cid: str) -> httpx.Response:
+    def event_feed(self, request: httpx.Request, _user: str, cid: str) -> httpx.Response:
         if cid not in self.events:
             return _error(404, "not_found", f"no events for {cid}")
+        body = self.events[cid]
+        last = request.headers.get("last-event-id")
+        if last is not None:  # resume: only the messages after that stream sequence
+            blocks = [b for b in body.split("\n\n") if b.strip()]
+            body = sse(*(b for b in blocks if _message_id(b) > int(last)))
         return httpx.Response(
-            200, content=self.events[cid].encode(), headers={"content-type": "text/event-stream"}
+            200, content=body.encode(), headers={"content-type": "text/event-stream"}
         )
 
     def health(self, _request: httpx.Request, _user: None) -> httpx.Response:
         return _json(200, {"status": "ok", "checks": {"nats": "ok", "projection_lag": 0}})
+
+    def add_model(self, name: str, versions: int = 1) -> None:
+        """Registered versions of ``name`` (what deploy, convert and bench refer to)."""
+        for _ in range(versions):
+            self._add_version(name, "admin", {}, f"{name}.onnx", 1000)
+
+    # -- jobs, deployments, conversions, benchmarks --------------------------------------
+    # The services' answers are scripted (cvops.client.fake_services): the feed of a request is
+    # its whole story at once, and the read shows where that story ends.
+
+    def _writer(self, user: str) -> httpx.Response | None:
+        if self.users[user]["role"] == "viewer":
+            return _error(403, "forbidden", "role 'viewer' may not do this")
+        return None
+
+    def _new_id(self, kind: str) -> tuple[str, str]:
+        n = len(self.requests)
+        return f"{kind}-{n}", f"corr-{kind}-{n}"
+
+    def create_job(self, request: httpx.Request, user: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        body = msgspec.json.decode(request.content, type=CreateJob)
+        if body.dataset not in self.datasets:
+            return _error(422, "invalid", f"unknown data set {body.dataset!r}")
+        if body.budget.trials == 0:
+            return _error(422, "invalid", "budget trials must be at least 1, got 0")
+        job_id, cid = self._new_id("job")
+        story = fake_services.training(
+            body, job_id=job_id, correlation_id=cid, user=user, outcome=self.job_outcome
+        )
+        self.events[cid] = story.sse
+        self.jobs[job_id] = story.view
+        return _json(
+            201,
+            JobCreated(job_id=job_id, kind="training", correlation_id=cid),
+            **{"X-Correlation-Id": cid},
+        )
+
+    def list_jobs(self, request: httpx.Request, _user: str) -> httpx.Response:
+        status = request.url.params.get("status")
+        found = [j for j in self.jobs.values() if status is None or j.status == status]
+        summaries = [
+            msgspec.convert(msgspec.structs.asdict(j), JobSummary, from_attributes=True)
+            for j in found
+        ]
+        return _json(200, summaries)
+
+    def show_job(self, _request: httpx.Request, _user: str, job_id: str) -> httpx.Response:
+        if job_id not in self.jobs:
+            return _error(404, "not_found", f"no job {job_id!r}")
+        return _json(200, self.jobs[job_id])
+
+    def cancel_job(self, _request: httpx.Request, user: str, job_id: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _error(404, "not_found", f"no job {job_id!r}")
+        if job.status in ("completed", "failed", "cancelled"):
+            return _error(409, "conflict", f"job {job_id} has already {job.status}")
+        job.cancel_requested = True
+        return _json(202, job)
+
+    def deploy(self, request: httpx.Request, user: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        body = msgspec.json.decode(request.content, type=CreateDeployment)
+        if self._version(body.model_name, str(body.version)) is None:
+            return _error(
+                404, "not_found", f"model {body.model_name!r} has no version {body.version}"
+            )
+        _, cid = self._new_id("deploy")
+        story = fake_services.deployment(
+            body, correlation_id=cid, user=user, outcome=self.deploy_outcome
+        )
+        self.events[cid] = story.sse
+        self.deployments[story.view.deployment] = story.view
+        requested = msgspec.structs.replace(story.view, status="requested", serving_version=None)
+        return _json(202, requested, **{"X-Correlation-Id": cid})
+
+    def list_deployments(self, _request: httpx.Request, _user: str) -> httpx.Response:
+        return _json(200, sorted(self.deployments.values(), key=lambda d: d.deployment))
+
+    def show_deployment(self, _request: httpx.Request, _user: str, name: str) -> httpx.Response:
+        if name not in self.deployments:
+            return _error(404, "not_found", f"no deployment {name!r}")
+        return _json(200, self.deployments[name])
+
+    def retire(self, _request: httpx.Request, user: str, name: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        current = self.deployments.get(name)
+        if current is None:
+            return _error(404, "not_found", f"no deployment {name!r}")
+        if current.status == "retired":
+            return _error(409, "conflict", f"deployment {name} is retired already")
+        _, cid = self._new_id("retire")
+        story = fake_services.retirement(current, correlation_id=cid, user=user)
+        self.events[cid] = story.sse
+        self.deployments[name] = story.view
+        retiring = msgspec.structs.replace(story.view, status="retiring")
+        return _json(202, retiring, **{"X-Correlation-Id": cid})
+
+    def convert(self, request: httpx.Request, user: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        body = msgspec.json.decode(request.content, type=CreateConversion)
+        if self._version(body.model_name, str(body.version)) is None:
+            return _error(
+                404, "not_found", f"model {body.model_name!r} has no version {body.version}"
+            )
+        job_id, cid = self._new_id("conv")
+        story = fake_services.conversion(
+            body, job_id=job_id, correlation_id=cid, user=user, outcome=self.conversion_outcome
+        )
+        self.events[cid] = story.sse
+        self.conversions[job_id] = story.view
+        produced = self.engines.setdefault((body.model_name, body.version), [])
+        produced.extend(story.engines)
+        return _json(
+            201,
+            JobCreated(job_id=job_id, kind="conversion", correlation_id=cid),
+            **{"X-Correlation-Id": cid},
+        )
+
+    def show_conversion(self, _request: httpx.Request, _user: str, job_id: str) -> httpx.Response:
+        if job_id not in self.conversions:
+            return _error(404, "not_found", f"no conversion {job_id!r}")
+        return _json(200, self.conversions[job_id])
+
+    def engines_(self, _request: httpx.Request, _user: str, name: str, v: str) -> httpx.Response:
+        if self._version(name, v) is None:
+            return _error(404, "not_found", f"model {name!r} has no version {v}")
+        return _json(200, self.engines.get((name, int(v)), []))
+
+    def benchmark(self, request: httpx.Request, user: str) -> httpx.Response:
+        if refused := self._writer(user):
+            return refused
+        body = msgspec.json.decode(request.content, type=CreateBenchmark)
+        if self._version(body.model_name, str(body.version)) is None:
+            return _error(
+                404, "not_found", f"model {body.model_name!r} has no version {body.version}"
+            )
+        job_id, cid = self._new_id("bench")
+        story = fake_services.benchmark(
+            body, job_id=job_id, correlation_id=cid, user=user, outcome=self.benchmark_outcome
+        )
+        self.events[cid] = story.sse
+        self.benchmarks[job_id] = story.view
+        return _json(
+            201,
+            JobCreated(job_id=job_id, kind="benchmark", correlation_id=cid),
+            **{"X-Correlation-Id": cid},
+        )
+
+    def show_benchmark(self, _request: httpx.Request, _user: str, job_id: str) -> httpx.Response:
+        if job_id not in self.benchmarks:
+            return _error(404, "not_found", f"no benchmark {job_id!r}")
+        return _json(200, self.benchmarks[job_id])
 
     def token_for(self, username: str) -> str:
         token = f"session-{username}-{len(self.sessions)}"
@@ -425,6 +626,13 @@ def _parse_multipart(request: httpx.Request) -> tuple[dict[str, str], str, bytes
         else:
             fields[name] = payload.decode()
     return fields, filename, content
+
+
+def _message_id(block: str) -> int:
+    for line in block.splitlines():
+        if line.startswith("id:"):
+            return int(line.removeprefix("id:").strip())
+    return 0
 
 
 def sse(*blocks: str) -> str:

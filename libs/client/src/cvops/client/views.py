@@ -11,14 +11,25 @@ from rich.table import Table
 from rich.text import Text
 
 from cvops.contracts.api import (
+    BenchmarkRecommendation,
+    BenchmarkView,
+    ConversionView,
     DatasetView,
+    DeploymentView,
+    EngineArtifactView,
+    JobSummary,
+    JobView,
     ModelVersionView,
     ModelView,
+    RegisteredModel,
     TokenView,
+    TrialView,
     UploadResult,
     UserView,
 )
 from cvops.contracts.common import TensorSpec
+from cvops.contracts.conversion import BenchmarkRow
+from cvops.contracts.training import TrialSummary
 
 _ENVELOPE = {"type", "event_id", "occurred_at", "actor", "correlation_id", "causation_id"}
 
@@ -257,3 +268,427 @@ def event_line(seq: int, event_type: str, data: dict[str, Any]) -> Text:
 def _short(value: object, limit: int = 60) -> str:
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# -- training jobs ----------------------------------------------------------------------------
+
+
+def percent(fraction: float | None) -> str:
+    """An accuracy in [0, 1] as ``93.12%``."""
+    return "-" if fraction is None else f"{fraction * 100:.2f}%"
+
+
+def ms(value: float | None) -> str:
+    """Milliseconds to a precision that reads: ``0.123``, ``1.50``, ``23.4``."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def hyperparameters(values: dict[str, Any], limit: int = 80) -> str:
+    """``lr=0.0123 width=0.5 optimizer=sgd`` (numbers to 3 significant digits)."""
+    parts = []
+    for key, value in sorted(values.items()):
+        shown = f"{value:.3g}" if isinstance(value, float) else str(value)
+        parts.append(f"{key}={shown}")
+    return _short(" ".join(parts), limit) if parts else "-"
+
+
+def _trials(job: JobSummary) -> str:
+    total = "?" if job.trials_total is None else str(job.trials_total)
+    return f"{job.trials_done}/{total}"
+
+
+def job_status(job: JobSummary) -> str:
+    if job.cancel_requested and job.status in ("requested", "running"):
+        return f"{job.status} (cancelling)"
+    return job.status
+
+
+def jobs_table(jobs: list[JobSummary]) -> Table:
+    table = _table(
+        "JOB",
+        "STATUS",
+        "TYPE",
+        "ARCH",
+        "DATASET",
+        "TRIALS",
+        "BEST ACC",
+        "DEVICE",
+        "OWNER",
+        "CREATED",
+    )
+    for j in jobs:
+        _row(
+            table,
+            j.job_id,
+            job_status(j),
+            j.job_type,
+            j.arch,
+            j.dataset,
+            _trials(j),
+            percent(j.best_accuracy),
+            j.device,
+            j.owner,
+            when(j.created_at),
+        )
+    return table
+
+
+def front_table(front: list[TrialSummary], title: str | None = "Pareto front") -> Table:
+    """The job's result: accuracy, latency, size and parameters of each front member."""
+    table = _table(
+        "TRIAL",
+        "GEN",
+        "ACCURACY",
+        "LATENCY MS",
+        "SIZE",
+        "PARAMS",
+        "HYPERPARAMETERS",
+        title=title,
+        wrap=("HYPERPARAMETERS",),
+    )
+    ranked = sorted(front, key=lambda t: (-t.metrics.accuracy, t.metrics.latency_ms))
+    for t in ranked:
+        m = t.metrics
+        _row(
+            table,
+            t.trial_id,
+            t.generation + 1,
+            percent(m.accuracy),
+            ms(m.latency_ms),
+            size(m.size_bytes),
+            count(m.parameters),
+            hyperparameters(t.hyperparameters),
+        )
+    return table
+
+
+def registered_table(models: list[RegisteredModel], title: str | None = "Registered") -> Table:
+    table = _table("MODEL", "VERSION", "STATUS", "FROM", title=title, wrap=("STATUS",))
+    for m in models:
+        version = "-" if m.version is None else f"v{m.version}"
+        status = m.status if not m.reason else f"{m.status}: {m.reason}"
+        _row(table, m.model_name, version, status, m.upload_id)
+    return table
+
+
+def trials_table(trials: list[TrialView]) -> Table:
+    table = _table(
+        "GEN",
+        "#",
+        "STATUS",
+        "EPOCH",
+        "VAL ACC",
+        "LATENCY MS",
+        "HOST",
+        "HYPERPARAMETERS",
+        "NOTE",
+        title="Trials",
+        wrap=("HYPERPARAMETERS", "NOTE"),
+    )
+    for t in trials:
+        epochs = f"{t.epoch}/{t.epochs}" if t.epochs else str(t.epoch or "-")
+        latency = ms(t.metrics.latency_ms) if t.metrics else "-"
+        _row(
+            table,
+            t.generation + 1,
+            t.index + 1,
+            t.status,
+            epochs,
+            percent(t.val_accuracy),
+            latency,
+            t.host or "-",
+            hyperparameters(t.hyperparameters, 60),
+            t.reason or "",
+        )
+    return table
+
+
+def job_view(job: JobView) -> RenderableType:
+    """Everything about a job: summary, generations, trials, the front, registered models."""
+    r = job.request
+    rows: list[tuple[str, object]] = [
+        ("job", job.job_id),
+        ("status", job_status(job)),
+        ("type", job.job_type),
+        ("architecture", r.arch),
+        (
+            "dataset",
+            r.dataset if r.dataset_version is None else f"{r.dataset} v{r.dataset_version}",
+        ),
+        ("objectives", ", ".join(r.objectives) + ("" if r.mode == "pareto" else " (weighted)")),
+        ("device", job.device),
+        ("trials", _trials(job)),
+        ("best accuracy", percent(job.best_accuracy)),
+        ("owner", job.owner),
+        ("created", when(job.created_at, seconds=True)),
+        ("correlation id", job.correlation_id),
+    ]
+    if job.plan is not None:
+        p = job.plan
+        rows.insert(7, ("plan", f"population {p.population} x {p.generations} generations"))
+    if job.finished_at is not None:
+        rows.append(("finished", when(job.finished_at, seconds=True)))
+    if job.reason:
+        rows.append(("reason", job.reason))
+    parts: list[RenderableType] = [fields(rows)]
+    if job.generations:
+        gens = _table("GEN", "TRIALS", "DONE", "FAILED", "PRUNED", "BEST ACC", title="Generations")
+        for g in job.generations:
+            _row(
+                gens,
+                g.generation + 1,
+                len(g.trials),
+                g.trials_completed if g.completed else "running",
+                g.trials_failed,
+                g.trials_pruned,
+                percent(g.best_accuracy),
+            )
+        parts += [Text(""), gens]
+    if job.trials:
+        parts += [Text(""), trials_table(job.trials)]
+    if job.front:
+        parts += [Text(""), front_table(job.front)]
+    if job.models:
+        parts += [Text(""), registered_table(job.models)]
+    return Group(*parts)
+
+
+def job_result(job: JobView) -> RenderableType:
+    """The end of ``cvops train``: the Pareto front and the registered model versions."""
+    parts: list[RenderableType] = [front_table(job.front)]
+    if job.models:
+        parts += [Text(""), registered_table(job.models, "Registered model versions")]
+    return Group(*parts)
+
+
+# -- deployments ------------------------------------------------------------------------------
+
+
+def _canary(d: DeploymentView) -> str:
+    if d.canary is None:
+        return "-"
+    return f"v{d.canary.model_version} {d.canary.weight_percent:g}%"
+
+
+def deployments_table(deployments: list[DeploymentView]) -> Table:
+    table = _table(
+        "NAME", "MODEL", "STATUS", "SERVING", "ENGINE", "CANARY", "PUBLIC", "UPDATED", "REASON"
+    )
+    for d in deployments:
+        serving = "-" if d.serving_version is None else f"v{d.serving_version}"
+        _row(
+            table,
+            d.deployment,
+            f"{d.model_name}:{d.version}",
+            d.status,
+            serving,
+            d.engine,
+            _canary(d),
+            "yes" if d.public else "no",
+            when(d.updated_at),
+            _short(d.reason or "", 50),
+        )
+    return table
+
+
+def deployment_view(d: DeploymentView) -> RenderableType:
+    rows: list[tuple[str, object]] = [
+        ("deployment", d.deployment),
+        ("model", f"{d.model_name}:{d.version}"),
+        ("status", d.status),
+        ("serving", "-" if d.serving_version is None else f"v{d.serving_version}"),
+        ("engine", d.engine),
+        ("canary", _canary(d)),
+        ("public", "yes (no token needed)" if d.public else "no (a token is needed)"),
+        (
+            "batching",
+            "off"
+            if d.max_batch_size == 0
+            else f"max {d.max_batch_size}, preferred "
+            f"{','.join(map(str, d.preferred_batch_sizes)) or '-'}, "
+            f"queue delay {d.max_queue_delay_us} us",
+        ),
+        ("instances", ", ".join(d.instances) or "-"),
+        ("requested", f"{when(d.requested_at, seconds=True)} by {d.requested_by}"),
+        ("updated", when(d.updated_at, seconds=True)),
+    ]
+    if d.reason:
+        rows.append(("reason", d.reason))
+    return fields(rows)
+
+
+# -- conversions and benchmarks ---------------------------------------------------------------
+
+
+def _sci(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2g}"
+
+
+def _drop(points: float | None) -> str:
+    return "-" if points is None else f"{points:+.2f} pt".replace("+-", "-")
+
+
+def conversion_table(conversion: ConversionView) -> Table:
+    """One row per target: what became of it and its parity numbers."""
+    table = _table(
+        "TARGET",
+        "STATUS",
+        "FORMAT",
+        "PRECISION",
+        "SIZE",
+        "MAX ABS ERR",
+        "TOP-1 AGREE",
+        "ACCURACY",
+        "DROP",
+        "NOTE",
+        title=f"Conversion {conversion.job_id} of {conversion.model_name}:{conversion.version}",
+        wrap=("NOTE",),
+    )
+    for t in conversion.targets:
+        p = t.parity
+        note = t.reason or ""
+        if t.excluded_layers:
+            note = (note + "; " if note else "") + f"kept in float: {', '.join(t.excluded_layers)}"
+        _row(
+            table,
+            t.target,
+            t.status,
+            t.format or "-",
+            t.precision or "-",
+            size(t.artifact.size) if t.artifact else "-",
+            _sci(p.max_abs_error) if p else "-",
+            percent(p.top1_agreement) if p else "-",
+            percent(p.candidate_accuracy) if p else "-",
+            _drop(p.accuracy_drop) if p else "-",
+            note,
+        )
+    return table
+
+
+def engine_artifacts_table(artifacts: list[EngineArtifactView]) -> Table:
+    table = _table(
+        "TARGET",
+        "FORMAT",
+        "PRECISION",
+        "SIZE",
+        "MAX ABS ERR",
+        "TOP-1 AGREE",
+        "DROP",
+        "JOB",
+        "CREATED",
+    )
+    for a in artifacts:
+        _row(
+            table,
+            a.target,
+            a.format,
+            a.precision,
+            size(a.artifact.size),
+            _sci(a.parity.max_abs_error),
+            percent(a.parity.top1_agreement),
+            _drop(a.parity.accuracy_drop),
+            a.job_id,
+            when(a.created_at),
+        )
+    return table
+
+
+def bench_rows_table(rows: list[BenchmarkRow], title: str | None = "Measurements") -> Table:
+    table = _table(
+        "ENGINE",
+        "PRECISION",
+        "BATCH",
+        "CONC",
+        "P50 MS",
+        "P95 MS",
+        "P99 MS",
+        "95% CI",
+        "IMG/S",
+        "ACCURACY",
+        "CV",
+        "ERROR",
+        title=title,
+        wrap=("ERROR",),
+    )
+    for r in rows:
+        ci = (
+            f"{ms(r.ci95_low_ms)}-{ms(r.ci95_high_ms)}"
+            if r.ci95_low_ms is not None and r.ci95_high_ms is not None
+            else "-"
+        )
+        _row(
+            table,
+            r.engine,
+            r.precision,
+            r.batch_size,
+            r.concurrency,
+            ms(r.p50_ms),
+            ms(r.p95_ms),
+            ms(r.p99_ms),
+            ci,
+            "-" if r.throughput_ips is None else f"{r.throughput_ips:,.0f}",
+            percent(r.accuracy),
+            "-" if r.cv is None else f"{r.cv:.2f}",
+            r.error or "",
+        )
+    return table
+
+
+def _cell(r: BenchmarkRow) -> str:
+    return (
+        f"{r.engine} {r.precision} at batch {r.batch_size}, concurrency {r.concurrency}: "
+        f"p95 {ms(r.p95_ms)} ms, {r.throughput_ips or 0:,.0f} img/s, accuracy {percent(r.accuracy)}"
+    )
+
+
+def recommendation_view(rec: BenchmarkRecommendation) -> RenderableType:
+    """The pick and why, or what came closest when nothing met the SLA."""
+    sla = []
+    if rec.p95_ms is not None:
+        sla.append(f"p95 <= {rec.p95_ms:g} ms")
+    if rec.max_accuracy_drop is not None:
+        sla.append(f"accuracy drop <= {rec.max_accuracy_drop:g} pt")
+    rows: list[tuple[str, object]] = [("SLA", ", ".join(sla) or "none")]
+    if rec.pick is not None:
+        rows.append(("recommended", _cell(rec.pick)))
+    else:
+        rows.append(("recommended", "nothing meets the SLA"))
+        if rec.closest is not None:
+            rows.append(("closest", _cell(rec.closest)))
+    rows.append(("why", rec.reason))
+    if rec.batcher is not None:
+        b = rec.batcher
+        rows.append(
+            (
+                "Triton batcher",
+                f"max batch {b.max_batch_size}, preferred "
+                f"{','.join(map(str, b.preferred_batch_sizes))}, queue delay "
+                f"{b.max_queue_delay_us} us",
+            )
+        )
+    return fields(rows, title="Recommendation")
+
+
+def benchmark_view(bench: BenchmarkView) -> RenderableType:
+    head = fields(
+        [
+            ("benchmark", bench.job_id),
+            ("model", f"{bench.model_name}:{bench.version}"),
+            ("status", bench.status if not bench.reason else f"{bench.status}: {bench.reason}"),
+            ("host", bench.host or "-"),
+            ("rows", len(bench.rows)),
+        ]
+    )
+    parts: list[RenderableType] = [head]
+    if bench.unavailable:
+        missing = _table("ENGINE", "WHY", title="Unavailable here", wrap=("WHY",))
+        for engine, why in sorted(bench.unavailable.items()):
+            _row(missing, engine, why)
+        parts += [Text(""), missing]
+    if bench.rows:
+        parts += [Text(""), bench_rows_table(bench.rows)]
+    if bench.recommendation is not None:
+        parts += [Text(""), recommendation_view(bench.recommendation)]
+    return Group(*parts)

@@ -22,10 +22,22 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cvops.contracts.api import (
+    BenchmarkView,
+    ConversionView,
+    CreateBenchmark,
+    CreateConversion,
+    CreateDeployment,
+    CreateJob,
     CreateToken,
     CreateUser,
     DatasetView,
+    DeploymentView,
+    EngineArtifactView,
     Health,
+    JobCreated,
+    JobStatus,
+    JobSummary,
+    JobView,
     LoginRequest,
     LoginResponse,
     ModelVersionView,
@@ -49,6 +61,9 @@ READY_MAX_LAG = 1000
 read = allow(Permission.READ)
 own_tokens = allow(Permission.OWN_TOKENS)
 write = allow(Permission.WRITE)
+train = allow(Permission.TRAIN)
+convert = allow(Permission.CONVERT)
+deploy = allow(Permission.DEPLOY)
 manage_users = allow(Permission.MANAGE_USERS)
 
 AuthRequest = Request[Principal, Any, State]
@@ -275,6 +290,18 @@ class ModelsController(Controller):
             request.user, name, version, data.stage, correlation_id(request)
         )
 
+    @get("/{name:str}/versions/{version:int}/artifacts")
+    async def engine_artifacts(
+        self, name: str, version: int, service: GatewayService
+    ) -> list[EngineArtifactView]:
+        """The engines converted from a version (ONNX, FP16, INT8, OpenVINO...), with parity."""
+        with service.runner.session() as s:
+            found = views.get_version(s, name, version)
+            artifacts = views.list_engine_artifacts(s, name, version)
+        if found is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return artifacts
+
     @get("/{name:str}/versions/{version:int}/artifact")
     async def download(self, name: str, version: int, service: GatewayService) -> Stream:
         """The version's file, streamed."""
@@ -338,6 +365,130 @@ class DatasetsController(Controller):
             found = views.get_dataset(s, name)
         if found is None:
             raise NotFound(f"no data set {name!r}")
+        return found
+
+
+class JobsController(Controller):
+    path = "/jobs"
+    tags = ["training"]
+    guards = [read]
+
+    @post("/", status_code=201, guards=[train])
+    async def create_job(
+        self, request: AuthRequest, data: CreateJob, service: GatewayService
+    ) -> JobCreated:
+        """Start a training job: a genetic search (``search``) or one plain run (``single``).
+
+        The request is checked here as far as it can be without model code (ranges, budget,
+        objectives, the data set, GPU quotas for ``device`` ``cuda``); the trainer checks the
+        rest and answers ``training.failed`` with the reason.
+
+        Returns:
+            201 with the job id and the correlation id whose ``/events/{id}`` feed shows the
+            job's progress; 422 with the reason; 429 past a GPU quota.
+        """
+        return await service.create_job(request.user, data, correlation_id(request))
+
+    @get("/")
+    async def list_jobs(
+        self, service: GatewayService, status: JobStatus | None = None
+    ) -> list[JobSummary]:
+        """Training jobs, newest first (``?status=running`` to filter)."""
+        with service.runner.session() as s:
+            return views.list_jobs(s, status)
+
+    @get("/{job_id:str}")
+    async def show_job(self, job_id: str, service: GatewayService) -> JobView:
+        """A job: status, request, plan, generations, trials with metrics, front, models."""
+        return service.job(job_id)
+
+    @post("/{job_id:str}/cancel", status_code=202, guards=[train])
+    async def cancel_job(
+        self, request: AuthRequest, job_id: str, service: GatewayService
+    ) -> JobView:
+        """Ask the trainer to stop a job (your own; admins: anyone's).
+
+        Returns:
+            202 with the job (``cancel_requested``); 409 when it has ended already.
+        """
+        return await service.cancel_job(request.user, job_id, correlation_id(request))
+
+
+class DeploymentsController(Controller):
+    path = "/deployments"
+    tags = ["deployments"]
+    guards = [read]
+
+    @post("/", status_code=202, guards=[deploy])
+    async def create_deployment(
+        self, request: AuthRequest, data: CreateDeployment, service: GatewayService
+    ) -> DeploymentView:
+        """Serve a model version behind Triton (a new deployment, or a rolling update).
+
+        Returns:
+            202 with the deployment in ``requested``; the router answers ready or failed on
+            the ``/events/{correlation_id}`` feed. 404 for an unknown model version.
+        """
+        return await service.deploy(request.user, data, correlation_id(request))
+
+    @get("/")
+    async def list_deployments(self, service: GatewayService) -> list[DeploymentView]:
+        """Every deployment, retired ones included."""
+        with service.runner.session() as s:
+            return views.list_deployments(s)
+
+    @get("/{name:str}")
+    async def show_deployment(self, name: str, service: GatewayService) -> DeploymentView:
+        """One deployment: its spec, status and the version it serves."""
+        return service.deployment(name)
+
+    @delete("/{name:str}", status_code=202, guards=[deploy])
+    async def retire_deployment(
+        self, request: AuthRequest, name: str, service: GatewayService
+    ) -> DeploymentView:
+        """Retire (undeploy) a deployment; the router answers ``deployment.retired``."""
+        return await service.retire(request.user, name, correlation_id(request))
+
+
+class ConversionsController(Controller):
+    path = "/"
+    tags = ["conversions"]
+    guards = [read]
+
+    @post("/conversions", status_code=201, guards=[convert])
+    async def create_conversion(
+        self, request: AuthRequest, data: CreateConversion, service: GatewayService
+    ) -> JobCreated:
+        """Convert a model version to engines, each held to the accuracy gate.
+
+        Returns:
+            201 with the job id; follow ``/events/{correlation_id}`` for each target's result.
+        """
+        return await service.convert(request.user, data, correlation_id(request))
+
+    @get("/conversions/{job_id:str}")
+    async def show_conversion(self, job_id: str, service: GatewayService) -> ConversionView:
+        """A conversion: each target produced (with parity), rejected (why) or unavailable."""
+        with service.runner.session() as s:
+            found = views.get_conversion(s, job_id)
+        if found is None:
+            raise NotFound(f"no conversion {job_id!r}")
+        return found
+
+    @post("/benchmarks", status_code=201, guards=[convert])
+    async def create_benchmark(
+        self, request: AuthRequest, data: CreateBenchmark, service: GatewayService
+    ) -> JobCreated:
+        """Benchmark every engine of a model version and recommend one under the SLA."""
+        return await service.benchmark(request.user, data, correlation_id(request))
+
+    @get("/benchmarks/{job_id:str}")
+    async def show_benchmark(self, job_id: str, service: GatewayService) -> BenchmarkView:
+        """A benchmark: the measured rows and the recommendation."""
+        with service.runner.session() as s:
+            found = views.get_benchmark(s, job_id)
+        if found is None:
+            raise NotFound(f"no benchmark {job_id!r}")
         return found
 
 
@@ -423,6 +574,9 @@ CONTROLLERS = [
     UsersController,
     ModelsController,
     DatasetsController,
+    JobsController,
+    DeploymentsController,
+    ConversionsController,
     EventsController,
     HealthController,
 ]

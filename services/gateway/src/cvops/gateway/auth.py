@@ -33,15 +33,28 @@ PUBLIC_PATHS = [r"^/health/", r"^/metrics$", r"^/schema", r"^/auth/login$"]
 class Permission(enum.StrEnum):
     """What a route needs; roles are sets of these (the README's permission matrix)."""
 
-    READ = "read"  # models, data sets, versions, artifacts, event feeds
+    READ = "read"  # models, data sets, versions, artifacts, event feeds, jobs, deployments
     OWN_TOKENS = "own_tokens"  # /auth/me and your own API tokens
-    WRITE = "write"  # upload models and data sets, change stages (later: train, deploy)
+    WRITE = "write"  # upload models and data sets, change stages
+    TRAIN = "train"  # start training jobs, cancel your own (admins: anyone's)
+    CONVERT = "convert"  # start conversions and benchmarks
+    DEPLOY = "deploy"  # deploy, update and retire deployments
     MANAGE_USERS = "manage_users"  # create users, change roles, passwords, disable
 
 
+_ENGINEER = frozenset(
+    {
+        Permission.READ,
+        Permission.OWN_TOKENS,
+        Permission.WRITE,
+        Permission.TRAIN,
+        Permission.CONVERT,
+        Permission.DEPLOY,
+    }
+)
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "viewer": frozenset({Permission.READ, Permission.OWN_TOKENS}),
-    "engineer": frozenset({Permission.READ, Permission.OWN_TOKENS, Permission.WRITE}),
+    "engineer": _ENGINEER,
     "admin": frozenset(Permission),
 }
 

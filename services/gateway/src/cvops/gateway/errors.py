@@ -11,7 +11,7 @@ from litestar.types import ExceptionHandlersMap
 
 from cvops.contracts.api import ErrorBody
 from cvops.core import ConcurrencyConflict, TooLarge, get_logger
-from cvops.gateway.handlers import Conflict, Invalid, NotFound, Refused
+from cvops.gateway.handlers import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded, Refused
 from cvops.gateway.uploads import FormError
 
 log = get_logger(__name__)
@@ -62,6 +62,10 @@ def _refused(_request: Request, exc: Refused) -> Response:
             status = 409
         case Invalid():
             status = 422
+        case Forbidden():
+            status = 403
+        case QuotaExceeded():
+            status = 429
         case _:
             status = 400
     return error_response(status, str(exc))

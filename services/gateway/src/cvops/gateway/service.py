@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 from cvops.contracts import SUBJECT_PREFIX, ArtifactRef, Event, Stamp, subject_token
 from cvops.contracts.api import (
+    CreateBenchmark,
+    CreateConversion,
+    CreateDeployment,
+    CreateJob,
     CreateUser,
+    DeploymentView,
+    JobCreated,
+    JobView,
     LoginResponse,
     ModelVersionView,
     TokenCreated,
@@ -324,6 +331,132 @@ class GatewayService:
             correlation_id=state.correlation_id,
         )
 
+    # -- training jobs ---------------------------------------------------------------
+    async def create_job(self, who: Principal, body: CreateJob, correlation_id: str) -> JobCreated:
+        """Check the request and the GPU quotas, then append ``training.requested``."""
+        job_id = new_job_id("job")
+        with self.runner.session() as s:
+            dataset = views.get_dataset(s, body.dataset, body.dataset_version)
+            rejection = views.dataset_rejection(s, body.dataset) if dataset is None else None
+            user_running = views.running_gpu_jobs(s, owner=who.username)
+            role_running = views.running_gpu_jobs(s, role=who.role)
+        events = handlers.request_training(
+            body,
+            job_id=job_id,
+            role=who.role,
+            dataset=dataset,
+            dataset_rejection=rejection,
+            stamp=self.stamp(who.username, correlation_id),
+        )
+        handlers.check_gpu_quota(
+            body.device,
+            username=who.username,
+            role=who.role,
+            user_running=user_running,
+            role_running=role_running,
+            per_user=self.settings.gpu_trials_per_user,
+            per_role=self.settings.gpu_trials_per_role,
+        )
+        await self.settle(await self.append(events))
+        return JobCreated(job_id=job_id, kind="training", correlation_id=correlation_id)
+
+    def job(self, job_id: str) -> JobView:
+        with self.runner.session() as s:
+            found = views.get_job(s, job_id)
+        if found is None:
+            raise NotFound(f"no job {job_id!r}")
+        return found
+
+    async def cancel_job(self, who: Principal, job_id: str, correlation_id: str) -> JobView:
+        with self.runner.session() as s:
+            state = views.job_state(s, job_id)
+        events = handlers.cancel_training(
+            state,
+            username=who.username,
+            is_admin=who.role == "admin",
+            stamp=self.stamp(who.username, correlation_id),
+        )
+        await self.settle(await self.append(events))
+        return self.job(job_id)
+
+    # -- deployments -------------------------------------------------------------------
+    async def deploy(
+        self, who: Principal, body: CreateDeployment, correlation_id: str
+    ) -> DeploymentView:
+        """Append ``deployment.requested``; the router answers ready or failed."""
+        canary = handlers.parse_canary(body.canary, body.model_name) if body.canary else None
+        with self.runner.session() as s:
+            version = views.get_version(s, body.model_name, body.version)
+            canary_version = (
+                views.get_version(s, body.model_name, canary.model_version) if canary else None
+            )
+        events = handlers.request_deployment(
+            body,
+            canary=canary,
+            version=version,
+            canary_version=canary_version,
+            stamp=self.stamp(who.username, correlation_id),
+        )
+        await self.settle(await self.append(events))
+        return self.deployment(body.deployment or body.model_name)
+
+    def deployment(self, name: str) -> DeploymentView:
+        with self.runner.session() as s:
+            found = views.get_deployment(s, name)
+        if found is None:
+            raise NotFound(f"no deployment {name!r}")
+        return found
+
+    async def retire(self, who: Principal, name: str, correlation_id: str) -> DeploymentView:
+        with self.runner.session() as s:
+            current = views.get_deployment(s, name)
+        events = handlers.retire_deployment(current, stamp=self.stamp(who.username, correlation_id))
+        await self.settle(await self.append(events))
+        return self.deployment(name)
+
+    # -- conversions and benchmarks ----------------------------------------------------
+    async def convert(
+        self, who: Principal, body: CreateConversion, correlation_id: str
+    ) -> JobCreated:
+        job_id = new_job_id("conv")
+        with self.runner.session() as s:
+            version = views.get_version(s, body.model_name, body.version)
+            dataset = (
+                views.get_dataset(s, body.dataset, body.dataset_version) if body.dataset else None
+            )
+        events = handlers.request_conversion(
+            body,
+            job_id=job_id,
+            version=version,
+            dataset=dataset,
+            stamp=self.stamp(who.username, correlation_id),
+        )
+        await self.settle(await self.append(events))
+        return JobCreated(job_id=job_id, kind="conversion", correlation_id=correlation_id)
+
+    async def benchmark(
+        self, who: Principal, body: CreateBenchmark, correlation_id: str
+    ) -> JobCreated:
+        job_id = new_job_id("bench")
+        with self.runner.session() as s:
+            version = views.get_version(s, body.model_name, body.version)
+            dataset = (
+                views.get_dataset(s, body.dataset, body.dataset_version) if body.dataset else None
+            )
+            conversion = (
+                views.get_conversion(s, body.conversion_job) if body.conversion_job else None
+            )
+        events = handlers.request_benchmark(
+            body,
+            job_id=job_id,
+            version=version,
+            dataset=dataset,
+            conversion=(conversion.model_name, conversion.version) if conversion else None,
+            stamp=self.stamp(who.username, correlation_id),
+        )
+        await self.settle(await self.append(events))
+        return JobCreated(job_id=job_id, kind="benchmark", correlation_id=correlation_id)
+
     # -- event feed --------------------------------------------------------------
     async def correlated(
         self, correlation_id: str, after: int, *, follow: bool, keepalive_s: float = 15.0
@@ -366,6 +499,11 @@ class GatewayService:
         self.metrics.projection_lag.set(lag)
         self.metrics.projection_position.set(self.runner.position)
         return lag
+
+
+def new_job_id(kind: str) -> str:
+    """``job-1a2b3c4d5e6f``: short enough to type, random enough not to collide."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
 
 
 def _required_name(form: UploadForm) -> str:

@@ -81,6 +81,10 @@ class Platform:
     model_bytes: bytes = b""
     dataset: str = ""
     upload_id: str = ""
+    job_id: str = ""  # a training job by the admin
+    deployment: str = ""  # a ready deployment of ``model`` v1
+    conversion_id: str = ""  # a conversion of ``model`` v1 that produced ONNX
+    benchmark_id: str = ""  # a benchmark of ``model`` v1 with one row
     password: str = PASSWORD
 
     @property
