@@ -36,6 +36,8 @@ class Projection(Protocol):
 
     def apply(self, session: Session, event: Event, seq: int) -> None: ...
 
+    # optional: ``after_commit()`` is called once a batch is committed (cache invalidation)
+
 
 _checkpoint_meta = MetaData()
 checkpoint_table = Table(
@@ -156,6 +158,9 @@ class ProjectionRunner:
                         .where(checkpoint_table.c.name == self.projection.name)
                         .values(seq=last)
                     )
+        committed = getattr(self.projection, "after_commit", None)
+        if committed is not None and last != current:
+            committed()  # after the commit: a reader never caches uncommitted state as new
         return last
 
     async def _advance(self, seq: int) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     select,
     update,
@@ -408,7 +409,19 @@ class GatewayProjection:
     name = "gateway"
     metadata = metadata
 
+    def __init__(self) -> None:
+        # bumped after a committed batch changed users or tokens: the auth cache's key
+        self.identity_generation = 0
+        self._identity_touched = False
+
+    def after_commit(self) -> None:
+        if self._identity_touched:
+            self._identity_touched = False
+            self.identity_generation += 1
+
     def apply(self, session: Session, event: Event, seq: int) -> None:
+        if event.context == "identity":
+            self._identity_touched = True
         session.execute(
             insert(correlated_events)
             .values(
@@ -1260,11 +1273,45 @@ def _model_view(row: Row) -> ModelView:
     )
 
 
+# Hot read statements are built once (bound parameters): building a select per request
+# cost more than running it.
+_LIST_MODELS = select(models).where(models.c.latest_version.is_not(None)).order_by(models.c.name)
+_MODEL_VERSIONS = (
+    select(model_versions)
+    .where(model_versions.c.model_name == bindparam("name"))
+    .order_by(model_versions.c.version)
+)
+_GET_MODEL = select(models).where(
+    models.c.name == bindparam("name"), models.c.latest_version.is_not(None)
+)
+_GET_VERSION = select(model_versions).where(
+    model_versions.c.model_name == bindparam("name"),
+    model_versions.c.version == bindparam("version"),
+)
+_LIST_DATASETS = (
+    select(dataset_versions)
+    .join(
+        datasets,
+        (datasets.c.name == dataset_versions.c.name)
+        & (datasets.c.latest_version == dataset_versions.c.version),
+    )
+    .order_by(dataset_versions.c.name)
+)
+_DATASET_VERSION = select(dataset_versions).where(
+    dataset_versions.c.name == bindparam("name"),
+    dataset_versions.c.version == bindparam("version"),
+)
+_DATASET_LATEST = (
+    select(dataset_versions)
+    .where(dataset_versions.c.name == bindparam("name"))
+    .order_by(dataset_versions.c.version.desc())
+    .limit(1)
+)
+
+
 def list_models(s: Session) -> list[ModelView]:
     """Models with at least one version."""
-    rows = s.execute(
-        select(models).where(models.c.latest_version.is_not(None)).order_by(models.c.name)
-    ).all()
+    rows = s.execute(_LIST_MODELS).all()
     return [_model_view(r) for r in rows]
 
 
@@ -1274,29 +1321,19 @@ def _version_view(row: Row) -> ModelVersionView:
 
 
 def list_versions(s: Session, name: str) -> list[ModelVersionView]:
-    rows = s.execute(
-        select(model_versions)
-        .where(model_versions.c.model_name == name)
-        .order_by(model_versions.c.version)
-    ).all()
+    rows = s.execute(_MODEL_VERSIONS, {"name": name}).all()
     return [_version_view(r) for r in rows]
 
 
 def get_model(s: Session, name: str) -> ModelView | None:
-    row = s.execute(
-        select(models).where(models.c.name == name, models.c.latest_version.is_not(None))
-    ).first()
+    row = s.execute(_GET_MODEL, {"name": name}).first()
     if row is None:
         return None
     return msgspec.structs.replace(_model_view(row), versions=list_versions(s, name))
 
 
 def get_version(s: Session, name: str, version: int) -> ModelVersionView | None:
-    row = s.execute(
-        select(model_versions).where(
-            model_versions.c.model_name == name, model_versions.c.version == version
-        )
-    ).first()
+    row = s.execute(_GET_VERSION, {"name": name, "version": version}).first()
     return _version_view(row) if row else None
 
 
@@ -1306,26 +1343,15 @@ def _dataset_view(row: Row) -> DatasetView:
 
 def list_datasets(s: Session) -> list[DatasetView]:
     """The latest validated version of every data set."""
-    rows = s.execute(
-        select(dataset_versions)
-        .join(
-            datasets,
-            (datasets.c.name == dataset_versions.c.name)
-            & (datasets.c.latest_version == dataset_versions.c.version),
-        )
-        .order_by(dataset_versions.c.name)
-    ).all()
+    rows = s.execute(_LIST_DATASETS).all()
     return [_dataset_view(r) for r in rows]
 
 
 def get_dataset(s: Session, name: str, version: int | None = None) -> DatasetView | None:
-    q = select(dataset_versions).where(dataset_versions.c.name == name)
-    q = (
-        q.where(dataset_versions.c.version == version)
-        if version is not None
-        else q.order_by(dataset_versions.c.version.desc()).limit(1)
-    )
-    row = s.execute(q).first()
+    if version is not None:
+        row = s.execute(_DATASET_VERSION, {"name": name, "version": version}).first()
+    else:
+        row = s.execute(_DATASET_LATEST, {"name": name}).first()
     return _dataset_view(row) if row else None
 
 
