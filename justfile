@@ -57,3 +57,11 @@ bench-engines-gpu *args:
 # gateway load benchmark against a running `up` (100 users, mixed reads/login/upload) vs bare Litestar
 bench-gateway *args:
     {{python}} bench/gateway_load.py {{args}}
+
+# search quality: the trainer's GA vs random search vs Optuna TPE / NSGA-II (--quick: minutes)
+bench-search *args:
+    {{python}} bench/search_quality.py {{args}}
+
+# serving benchmark: router vs direct Triton vs in-process ORT, batching on/off (issue 5)
+bench-serving *args:
+    {{python}} bench/serving/load.py {{args}}

@@ -1,0 +1,280 @@
+"""Wiring only: settings, bus, projection, Triton instances, worker, HTTP/gRPC/metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import aiohttp
+import grpc
+from aiohttp import web
+
+from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer, get_logger
+from cvops.inference_router.api import MAX_BODY, KServeHttp
+from cvops.inference_router.front import FrontDoor
+from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
+from cvops.inference_router.metrics import MetricsExporter, RouterMetrics
+from cvops.inference_router.projection import SUBJECTS, RouterProjection
+from cvops.inference_router.proxy import Proxy, RouteTable
+from cvops.inference_router.repository import Backend
+from cvops.inference_router.routing import Instance, Pool, parse_instance
+from cvops.inference_router.triton import LocalTriton
+from cvops.inference_router.work import DEPLOY_SUBJECTS, Deployer
+
+log = get_logger(__name__)
+
+SERVICE = "inference-router"
+HEALTH_INTERVAL_S = 1.0
+HEALTH_TIMEOUT_S = 1.0
+HANG_PROBES = 6  # a local tritonserver that misses this many probes in a row is killed
+HANG_PROBE_TIMEOUT_S = 5.0  # generous: under load its HTTP threads answer slowly
+
+
+class Router:
+    """Everything one router process runs, started and stopped together."""
+
+    def __init__(self, bus: Bus, settings: Settings) -> None:
+        self.bus = bus
+        self.settings = settings
+        self.home = Path(settings.home) / SERVICE
+        self.runner = ProjectionRunner(
+            bus, RouterProjection(), self.home / "router.sqlite", subjects=SUBJECTS
+        )
+        self.local: LocalTriton | None = None
+        urls = [u for u in settings.triton_url.split(",") if u.strip()]
+        if urls:  # Docker/GPU hosts: NGC tritonservers with native backends
+            instances = [parse_instance(u) for u in urls]
+            repository = Path(settings.triton_model_repository or self.home / "models")
+            backend: Backend = "onnxruntime"
+        else:
+            repository = self.home / "models"
+            self.local = LocalTriton(
+                repository=repository,
+                workdir=self.home / "triton",
+                http_port=settings.triton_http_port,
+                grpc_port=settings.triton_grpc_port,
+                metrics_port=settings.triton_metrics_port,
+            )
+            instances = [
+                Instance(
+                    name="local",
+                    http=self.local.http_url,
+                    grpc=self.local.grpc_url,
+                    metrics=self.local.metrics_url,
+                    local=True,
+                )
+            ]
+            backend = "python"
+        self.pool = Pool(instances)
+        self.routes = RouteTable(self.runner)
+        self.metrics = RouterMetrics()
+        self.proxy = Proxy(self.pool, self.routes, self.metrics)
+        self.exporter = MetricsExporter(self.metrics, self.pool)
+        self.deployer = Deployer(
+            bus=bus,
+            runner=self.runner,
+            pool=self.pool,
+            repository=repository,
+            cache=self.home / "artifacts",
+            backend=backend,
+            on_routes_changed=self._routes_changed,
+        )
+        self.consumer = WorkConsumer(
+            bus,
+            "inference-router-deploy",
+            DEPLOY_SUBJECTS,
+            self.deployer.handle,
+            ack_wait=60,
+            nak_delay=2.0,
+        )
+        self.http = KServeHttp(self.proxy, self.exporter, self.local)
+        self.grpc = KServeGrpc(self.proxy)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runners: list[web.AppRunner] = []
+        self._grpc_server: grpc.aio.Server | None = None
+        self.front: FrontDoor | None = None
+        self._reconcile_wanted = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def _routes_changed(self) -> None:
+        self.routes.refresh()
+
+    # -- lifecycle --------------------------------------------------------------------
+    async def start(self) -> None:
+        self._tasks.append(asyncio.create_task(self.runner.run(), name="projection"))
+        await self._serve()
+        await self.runner.catch_up(timeout=120)
+        self.routes.refresh()
+        if self.local is not None:
+            local = self.local
+            inst = self.pool.instances[0]
+            local.on_down(lambda: self._local_down(inst))
+            local.on_restarted(lambda: self._local_restarted(inst))
+            await local.start()
+            inst.up = True
+            await self._recover(inst, f"router-start-{local.process.pid if local.process else 0}")
+        self._tasks.append(asyncio.create_task(self._watch_projection(), name="route-refresh"))
+        self._tasks.append(asyncio.create_task(self._reconcile_loop(), name="reconcile"))
+        self._tasks.append(asyncio.create_task(self._health_watch(), name="health"))
+        self._tasks.append(asyncio.create_task(self.consumer.run(), name="deploy-worker"))
+        log.info(
+            "router_started",
+            http=self.settings.router_http_port,
+            grpc=self.settings.router_grpc_port,
+            metrics=self.settings.router_metrics_port,
+            instances=[i.name for i in self.pool.instances],
+        )
+
+    async def _serve(self) -> None:
+        host = self.settings.router_host
+        # the aiohttp app answers every route but infer, behind the front door on loopback
+        internal = web.AppRunner(self.http.app(), access_log=None, handle_signals=False)
+        await internal.setup()
+        await web.TCPSite(internal, "127.0.0.1", 0, reuse_address=True).start()
+        self._runners.append(internal)
+        address = internal.addresses[0]
+        self.front = FrontDoor(self.proxy, self.metrics, f"{address[0]}:{address[1]}", MAX_BODY)
+        await self.front.start(host, self.settings.router_http_port)
+        metrics_app = web.Application()
+        metrics_app.router.add_get("/metrics", self.http.prometheus)
+        metrics = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
+        await metrics.setup()
+        await web.TCPSite(
+            metrics,
+            self.settings.metrics_host,
+            self.settings.router_metrics_port,
+            reuse_address=True,
+        ).start()
+        self._runners.append(metrics)
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server.add_generic_rpc_handlers((self.grpc,))
+        server.add_insecure_port(f"{host}:{self.settings.router_grpc_port}")
+        await server.start()
+        self._grpc_server = server
+
+    async def stop(self) -> None:
+        """Stop taking work and requests, then stop Triton (its exit timeout is short)."""
+        self._stopping.set()
+        self.consumer.stop()
+        self.runner.stop()
+        for task in self._tasks:
+            if task.get_name() not in ("projection", "deploy-worker"):
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        log.info("router_stopping", step="tasks")
+        if self.front is not None:
+            await self.front.stop()
+        if self._grpc_server is not None:
+            await self._grpc_server.stop(grace=1)
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.grpc.close()
+        await self.proxy.close()
+        log.info("router_stopping", step="servers")
+        if self.local is not None:
+            await self.local.stop()
+            log.info("router_stopping", step="triton")
+        self.runner.engine.dispose()
+
+    # -- health -----------------------------------------------------------------------
+    def _local_down(self, inst: Instance) -> None:
+        inst.mark_down()
+        self.metrics.triton_restarts.inc()
+        pid = self.local.process.pid if self.local and self.local.process else 0
+        code = self.local.process.returncode if self.local and self.local.process else None
+        asyncio.get_running_loop().create_task(
+            self.deployer.instance_down(
+                inst, f"tritonserver exited with {code}; restarting", f"triton-down-{pid}"
+            )
+        )
+
+    async def _local_restarted(self, inst: Instance) -> None:
+        inst.breaker.reset()
+        inst.up = True
+        pid = self.local.process.pid if self.local and self.local.process else 0
+        await self._recover(inst, f"triton-up-{pid}")
+
+    async def _recover(self, inst: Instance, incident: str) -> None:
+        await self.deployer.instance_recovered(inst, incident)
+        self.routes.refresh()
+
+    async def _health_watch(self) -> None:
+        """Poll every instance's liveness.
+
+        External instances go down and up with their answers (and are reloaded when they
+        come back). The local one is restarted by its supervisor when it dies; when it
+        hangs (alive, not answering ``HANG_PROBES`` probes in a row) it is killed here.
+        """
+        misses: dict[str, int] = {}
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await asyncio.sleep(HEALTH_INTERVAL_S)
+                for inst in self.pool.instances:
+                    timeout = HANG_PROBE_TIMEOUT_S if inst.local else HEALTH_TIMEOUT_S
+                    live = await _live(session, inst, timeout)
+                    if inst.local:
+                        misses[inst.name] = (
+                            0 if live or not inst.up else misses.get(inst.name, 0) + 1
+                        )
+                        if misses[inst.name] >= HANG_PROBES and self.local is not None:
+                            log.error("triton_hung", instance=inst.name, probes=HANG_PROBES)
+                            misses[inst.name] = 0
+                            self.local.kill()
+                        continue
+                    if live and not inst.up:
+                        inst.up = True
+                        inst.breaker.reset()
+                        log.info("triton_instance_up", instance=inst.name)
+                        await self._recover(inst, f"instance-up-{inst.name}-{time.time_ns()}")
+                    elif not live and inst.up:
+                        inst.mark_down()
+                        log.warning("triton_instance_down", instance=inst.name)
+                        await self.deployer.instance_down(
+                            inst,
+                            f"{inst.name} is not live",
+                            f"instance-down-{inst.name}-{time.time_ns()}",
+                        )
+
+    # -- following the projection -----------------------------------------------------
+    async def _watch_projection(self) -> None:
+        while True:
+            await asyncio.sleep(0.1)
+            if self.routes.stale() and self.routes.refresh():
+                self._reconcile_wanted.set()
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await self._reconcile_wanted.wait()
+            self._reconcile_wanted.clear()
+            for inst in self.pool.instances:
+                if not inst.up:
+                    continue
+                try:
+                    await self.deployer.reconcile(inst)
+                except Exception as err:  # logged; the next change or restart retries
+                    log.warning("reconcile_failed", instance=inst.name, error=str(err))
+            self.routes.refresh()
+
+
+async def _live(session: aiohttp.ClientSession, inst: Instance, timeout: float) -> bool:
+    try:
+        async with session.get(
+            f"http://{inst.http}/v2/health/live",
+            timeout=aiohttp.ClientTimeout(total=timeout),
+        ) as resp:
+            return resp.status == 200
+    except (aiohttp.ClientError, TimeoutError, OSError):
+        return False
+
+
+async def main(bus: Bus, settings: Settings, stop: asyncio.Event) -> None:
+    """Run the router until ``stop`` is set."""
+    router = Router(bus, settings)
+    try:
+        await router.start()
+        await stop.wait()
+    finally:
+        with contextlib.suppress(Exception):
+            await router.stop()
