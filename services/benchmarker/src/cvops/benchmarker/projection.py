@@ -1,0 +1,285 @@
+"""The benchmarker's projection: model versions and data sets the registry validated, the
+artifacts conversions produced, and every benchmark (its folded state and its rows).
+
+Rows come from events only and every ``apply`` is an upsert or a fold keyed by the event's
+sequence, so applying an event twice or rebuilding from the log gives identical rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.orm import Session
+
+from cvops.benchmarker.handlers import (
+    ArtifactView,
+    BenchmarkView,
+    DatasetView,
+    ModelVersionView,
+    evolve,
+)
+from cvops.contracts import SUBJECT_PREFIX, Event
+from cvops.contracts.conversion import ArtifactProduced, BenchmarkRow, BenchmarkRowMeasured
+from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
+from cvops.core import Settings
+
+SUBJECTS = [
+    f"{SUBJECT_PREFIX}.registry.>",
+    f"{SUBJECT_PREFIX}.conversion.>",
+    f"{SUBJECT_PREFIX}.benchmark.>",
+]
+
+metadata = MetaData()
+
+model_versions = Table(
+    "model_versions",
+    metadata,
+    Column("model_name", String, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("view", Text, nullable=False),  # ModelVersionView as JSON
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("view", Text, nullable=False),  # DatasetView as JSON
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("model_name", String, primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("target", String, primary_key=True),
+    Column("job_id", String, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("view", Text, nullable=False),  # ArtifactView as JSON
+)
+
+benchmarks = Table(
+    "benchmarks",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("model_name", String, nullable=False, index=True),
+    Column("version", Integer, nullable=False),
+    Column("actor", String, nullable=False),
+    Column("status", String, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("requested_at", String, nullable=False),
+    Column("updated_at", String, nullable=False),
+    Column("state", Text, nullable=False),  # BenchmarkView as JSON
+)
+
+benchmark_rows = Table(
+    "benchmark_rows",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("engine", String, primary_key=True),
+    Column("precision", String, primary_key=True),
+    Column("artifact", String, primary_key=True),
+    Column("batch_size", Integer, primary_key=True),
+    Column("concurrency", Integer, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("p95_ms", Float),
+    Column("throughput_ips", Float),
+    Column("accuracy", Float),
+    Column("error", Text),
+    Column("row", Text, nullable=False),  # BenchmarkRow as JSON
+)
+
+_encode = msgspec.json.Encoder().encode
+_decode_view = msgspec.json.Decoder(BenchmarkView).decode
+_decode_model = msgspec.json.Decoder(ModelVersionView).decode
+_decode_dataset = msgspec.json.Decoder(DatasetView).decode
+_decode_artifact = msgspec.json.Decoder(ArtifactView).decode
+_decode_row = msgspec.json.Decoder(BenchmarkRow).decode
+
+
+def _json(value: Any) -> str:
+    return _encode(value).decode()
+
+
+class BenchmarkerProjection:
+    """Folds registry, conversion and benchmark events into SQLite."""
+
+    name = "benchmarker"
+    metadata = metadata
+
+    def apply(self, session: Session, event: Event, seq: int) -> None:
+        match event:
+            case ModelVersionAdded():
+                view = ModelVersionView(
+                    model_name=event.model_name,
+                    version=event.version,
+                    artifact=event.artifact,
+                    format=event.format,
+                    architecture=event.architecture,
+                    num_classes=event.num_classes,
+                    inputs=list(event.inputs),
+                    lineage=event.lineage,
+                )
+                session.execute(
+                    insert(model_versions)
+                    .values(model_name=event.model_name, version=event.version, view=_json(view))
+                    .on_conflict_do_nothing()
+                )
+            case DatasetValidated():
+                hw = [*event.images.modal_hw, 0, 0][:2]
+                dataset = DatasetView(
+                    name=event.dataset_name,
+                    version=event.version,
+                    canonical=event.canonical,
+                    channels=event.images.channels,
+                    image_size=[int(hw[0]), int(hw[1])],
+                )
+                session.execute(
+                    insert(datasets)
+                    .values(name=event.dataset_name, version=event.version, view=_json(dataset))
+                    .on_conflict_do_nothing()
+                )
+            case ArtifactProduced():
+                session.execute(
+                    insert(artifacts)
+                    .values(
+                        model_name=event.model_name,
+                        version=event.version,
+                        target=event.target,
+                        job_id=event.job_id,
+                        seq=seq,
+                        view=_json(ArtifactView.of(event, seq)),
+                    )
+                    .on_conflict_do_nothing()  # one result per target and job
+                )
+            case _ if event.context == "benchmark":
+                self._job_event(session, event, seq)
+
+    def _job_event(self, session: Session, event: Event, seq: int) -> None:
+        job_id = str(getattr(event, "job_id", ""))
+        before = load_job(session, job_id)
+        if before is not None and seq <= before.last_seq:
+            return
+        if isinstance(event, BenchmarkRowMeasured) and _has_row(session, job_id, event.row):
+            return  # a cell's first row is its only one
+        view = evolve(before, event, seq)
+        if view is None:
+            return
+        row = {
+            "status": view.status,
+            "reason": view.reason,
+            "updated_at": event.occurred_at.isoformat(),
+            "state": _json(view),
+        }
+        session.execute(
+            insert(benchmarks)
+            .values(
+                job_id=job_id,
+                model_name=view.request.model_name,
+                version=view.request.version,
+                actor=view.request.actor,
+                requested_at=view.request.occurred_at.isoformat(),
+                **row,
+            )
+            .on_conflict_do_update(index_elements=["job_id"], set_=row)
+        )
+        if isinstance(event, BenchmarkRowMeasured):
+            r = event.row
+            session.execute(
+                insert(benchmark_rows)
+                .values(
+                    job_id=job_id,
+                    engine=r.engine,
+                    precision=r.precision,
+                    artifact=r.artifact,
+                    batch_size=r.batch_size,
+                    concurrency=r.concurrency,
+                    seq=seq,
+                    p95_ms=r.p95_ms,
+                    throughput_ips=r.throughput_ips,
+                    accuracy=r.accuracy,
+                    error=r.error,
+                    row=_json(r),
+                )
+                .on_conflict_do_nothing()
+            )
+
+
+def _has_row(session: Session, job_id: str, r: BenchmarkRow) -> bool:
+    c = benchmark_rows.c
+    found = session.execute(
+        select(c.seq).where(
+            c.job_id == job_id,
+            c.engine == r.engine,
+            c.precision == r.precision,
+            c.artifact == r.artifact,
+            c.batch_size == r.batch_size,
+            c.concurrency == r.concurrency,
+        )
+    ).first()
+    return found is not None
+
+
+projection = BenchmarkerProjection()
+
+
+def db_path(settings: Settings) -> Path:
+    """Where the benchmarker keeps its projection."""
+    return settings.home_path / "benchmarker.sqlite"
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def load_job(session: Session, job_id: str) -> BenchmarkView | None:
+    value = session.execute(select(benchmarks.c.state).where(benchmarks.c.job_id == job_id))
+    state = value.scalar()
+    return _decode_view(state) if state else None
+
+
+def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:
+    value = session.execute(
+        select(model_versions.c.view).where(
+            model_versions.c.model_name == name, model_versions.c.version == version
+        )
+    ).scalar()
+    return _decode_model(value) if value else None
+
+
+def dataset_versions(session: Session) -> dict[str, list[DatasetView]]:
+    out: dict[str, list[DatasetView]] = {}
+    for (value,) in session.execute(select(datasets.c.view)).all():
+        view = _decode_dataset(value)
+        out.setdefault(view.name, []).append(view)
+    return out
+
+
+def model_artifacts(session: Session, name: str, version: int) -> list[ArtifactView]:
+    """Every produced artifact of a model version, oldest first."""
+    rows = session.execute(
+        select(artifacts.c.view)
+        .where(artifacts.c.model_name == name, artifacts.c.version == version)
+        .order_by(artifacts.c.seq)
+    ).all()
+    return [_decode_artifact(v) for (v,) in rows]
+
+
+def job_rows(session: Session, job_id: str) -> list[BenchmarkRow]:
+    """The rows of a benchmark in the order they were measured."""
+    rows = session.execute(
+        select(benchmark_rows.c.row)
+        .where(benchmark_rows.c.job_id == job_id)
+        .order_by(benchmark_rows.c.seq)
+    ).all()
+    return [_decode_row(v) for (v,) in rows]
+
+
+def list_jobs(session: Session) -> list[dict[str, Any]]:
+    """Every benchmark, newest first (without the folded state)."""
+    cols = [c for c in benchmarks.c if c.name != "state"]
+    rows = session.execute(select(*cols).order_by(benchmarks.c.requested_at.desc())).all()
+    return [dict(r._mapping) for r in rows]
