@@ -194,16 +194,21 @@ def _inductor_toolchain() -> tuple[bool, str]:
         return False, f"torch-compiled: torch not importable ({err})"
     if torch.cuda.is_available():
         return True, ""
+    if not any(shutil.which(c) for c in _compiler_candidates()):
+        return False, "torch-compiled: no C++ compiler on PATH (inductor needs one on CPU)"
+    return True, ""
+
+
+def _compiler_candidates() -> list[str]:
+    """The C++ compilers inductor would try: its configured one, $CXX, then the usual names."""
     try:
         from torch._inductor import config
 
-        compiler = config.cpp.cxx[0] if isinstance(config.cpp.cxx, tuple) else None
+        configured = config.cpp.cxx[1] if isinstance(config.cpp.cxx, tuple) else None
     except Exception:
-        compiler = None
-    candidates = [c for c in (compiler, os.environ.get("CXX"), "g++", "clang++", "c++") if c]
-    if not any(shutil.which(c) for c in candidates):
-        return False, "torch-compiled: no C++ compiler on PATH (inductor needs one on CPU)"
-    return True, ""
+        configured = None
+    names = (configured, os.environ.get("CXX"), "g++", "clang++", "c++")
+    return list(dict.fromkeys(c for c in names if c))
 
 
 # ---------------------------------------------------------------------------------------------
