@@ -129,9 +129,10 @@ class UploadValidator:
 
     async def _inspect(self, upload: Upload, work: Path) -> tuple[Verdict, ArtifactRef | None]:
         """The facts (or the refusal reason) and, for data sets, the stored canonical npz."""
-        problem = handlers.upload_problem(
-            _name(upload), upload.artifact.size, self.settings.max_upload_bytes
-        )
+        # the size limit guards user uploads; bundled sets are generated here, not uploaded
+        bundled = isinstance(upload, DatasetUploadReceived) and upload.bundled
+        limit = upload.artifact.size if bundled else self.settings.max_upload_bytes
+        problem = handlers.upload_problem(_name(upload), upload.artifact.size, limit)
         if problem:
             return problem, None
         blob = work / "upload"
