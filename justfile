@@ -24,7 +24,7 @@ fmt:
 
 # static types
 typecheck:
-    {{python}} -m mypy contracts/src libs/core/src
+    {{python}} -m mypy contracts/src libs/core/src libs/vision/src libs/engines/src libs/client/src services/registry/src services/gateway/src services/trainer/src services/converter/src services/benchmarker/src services/inference-router/src
 
 # regenerate contracts/schemas/ from the event classes
 schemas:
