@@ -466,18 +466,18 @@ def _produce(prep: _Prepared, target: str, req: ConversionRequested) -> _Outcome
             return _Outcome(kind="unavailable", reason=artifact.reason)
         report = artifact_parity(artifact, prep.reference, images.val, images.val_labels)
         parity = handlers.parity_numbers(report, prep.reference_name)
-        verdict = gate(report, req.max_accuracy_drop)
-        if not verdict.passed:
+        gated = gate(report, req.max_accuracy_drop)
+        if not gated.passed:
             for f in artifact.files:
                 Path(f).unlink(missing_ok=True)
             return _Outcome(
                 kind="rejected",
-                reason=verdict.reason,
+                reason=gated.reason,
                 parity=parity,
-                gate=handlers.gate_result(verdict),
+                gate=handlers.gate_result(gated),
             )
         return _Outcome(
-            kind="produced", artifact=artifact, parity=parity, gate=handlers.gate_result(verdict)
+            kind="produced", artifact=artifact, parity=parity, gate=handlers.gate_result(gated)
         )
     except EngineUnavailable as err:
         return _Outcome(kind="unavailable", reason=str(err))
