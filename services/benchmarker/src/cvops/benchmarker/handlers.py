@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cvops.contracts import ArtifactRef, Event, Lineage, Stamp, TensorSpec
+from cvops.contracts import ArtifactRef, Event, Stamp
 from cvops.contracts.conversion import (
     ArtifactProduced,
     BatcherAdvice,
@@ -23,6 +23,7 @@ from cvops.contracts.conversion import (
     BenchmarkRowMeasured,
     BenchmarkStarted,
 )
+from cvops.core.catalog import DatasetView, ModelVersionView
 
 SERVICE = "benchmarker"
 SOURCE = "source"  # the artifact label of rows measured on the model version's own file
@@ -43,27 +44,6 @@ RowKey = tuple[str, str, str, int, int]
 
 
 # -- views ------------------------------------------------------------------------------------
-
-
-class ModelVersionView(msgspec.Struct, frozen=True, kw_only=True):
-    """What the registry said about one model version."""
-
-    model_name: str
-    version: int
-    artifact: ArtifactRef
-    format: str
-    architecture: str | None = None
-    num_classes: int | None = None
-    inputs: list[TensorSpec] = []
-    lineage: Lineage = Lineage()
-
-
-class DatasetView(msgspec.Struct, frozen=True, kw_only=True):
-    name: str
-    version: int
-    canonical: ArtifactRef
-    channels: int
-    image_size: list[int]
 
 
 class ArtifactView(msgspec.Struct, frozen=True, kw_only=True):

@@ -26,6 +26,7 @@ from cvops.contracts import SUBJECT_PREFIX, Event
 from cvops.contracts.conversion import ArtifactProduced, BenchmarkRow, BenchmarkRowMeasured
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
 from cvops.core import Settings
+from cvops.core.catalog import Catalog
 
 SUBJECTS = [
     f"{SUBJECT_PREFIX}.registry.>",
@@ -35,21 +36,7 @@ SUBJECTS = [
 
 metadata = MetaData()
 
-model_versions = Table(
-    "model_versions",
-    metadata,
-    Column("model_name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("view", Text, nullable=False),  # ModelVersionView as JSON
-)
-
-datasets = Table(
-    "datasets",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("view", Text, nullable=False),  # DatasetView as JSON
-)
+catalog = Catalog(metadata)  # validated model versions and data sets
 
 artifacts = Table(
     "artifacts",
@@ -95,8 +82,6 @@ benchmark_rows = Table(
 
 _encode = msgspec.json.Encoder().encode
 _decode_view = msgspec.json.Decoder(BenchmarkView).decode
-_decode_model = msgspec.json.Decoder(ModelVersionView).decode
-_decode_dataset = msgspec.json.Decoder(DatasetView).decode
 _decode_artifact = msgspec.json.Decoder(ArtifactView).decode
 _decode_row = msgspec.json.Decoder(BenchmarkRow).decode
 
@@ -113,36 +98,8 @@ class BenchmarkerProjection:
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
-            case ModelVersionAdded():
-                view = ModelVersionView(
-                    model_name=event.model_name,
-                    version=event.version,
-                    artifact=event.artifact,
-                    format=event.format,
-                    architecture=event.architecture,
-                    num_classes=event.num_classes,
-                    inputs=list(event.inputs),
-                    lineage=event.lineage,
-                )
-                session.execute(
-                    insert(model_versions)
-                    .values(model_name=event.model_name, version=event.version, view=_json(view))
-                    .on_conflict_do_nothing()
-                )
-            case DatasetValidated():
-                hw = [*event.images.modal_hw, 0, 0][:2]
-                dataset = DatasetView(
-                    name=event.dataset_name,
-                    version=event.version,
-                    canonical=event.canonical,
-                    channels=event.images.channels,
-                    image_size=[int(hw[0]), int(hw[1])],
-                )
-                session.execute(
-                    insert(datasets)
-                    .values(name=event.dataset_name, version=event.version, view=_json(dataset))
-                    .on_conflict_do_nothing()
-                )
+            case ModelVersionAdded() | DatasetValidated():
+                catalog.apply(session, event)
             case ArtifactProduced():
                 session.execute(
                     insert(artifacts)
@@ -242,20 +199,11 @@ def load_job(session: Session, job_id: str) -> BenchmarkView | None:
 
 
 def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:
-    value = session.execute(
-        select(model_versions.c.view).where(
-            model_versions.c.model_name == name, model_versions.c.version == version
-        )
-    ).scalar()
-    return _decode_model(value) if value else None
+    return catalog.model_version(session, name, version)
 
 
 def dataset_versions(session: Session) -> dict[str, list[DatasetView]]:
-    out: dict[str, list[DatasetView]] = {}
-    for (value,) in session.execute(select(datasets.c.view)).all():
-        view = _decode_dataset(value)
-        out.setdefault(view.name, []).append(view)
-    return out
+    return catalog.dataset_versions(session)
 
 
 def model_artifacts(session: Session, name: str, version: int) -> list[ArtifactView]:

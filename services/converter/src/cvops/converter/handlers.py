@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from cvops.contracts import ArtifactRef, Event, Lineage, Stamp, TensorSpec
+from cvops.contracts import ArtifactRef, Event, Stamp
 from cvops.contracts.conversion import (
     ArtifactProduced,
     ArtifactRejected,
@@ -25,6 +25,7 @@ from cvops.contracts.conversion import (
     ParityNumbers,
     TargetUnavailable,
 )
+from cvops.core.catalog import DatasetView, ModelVersionView
 
 SERVICE = "converter"
 INT8_TARGETS = frozenset({"int8", "openvino-int8", "tensorrt-int8"})
@@ -35,35 +36,6 @@ Outcome = Literal["produced", "rejected", "unavailable"]
 
 
 # -- views ------------------------------------------------------------------------------------
-
-
-class ModelVersionView(msgspec.Struct, frozen=True, kw_only=True):
-    """What the registry said about one model version."""
-
-    model_name: str
-    version: int
-    artifact: ArtifactRef
-    format: str
-    architecture: str | None = None
-    num_classes: int | None = None
-    inputs: list[TensorSpec] = []
-    lineage: Lineage = Lineage()
-
-    @property
-    def hyperparameters(self) -> dict[str, Any]:
-        return dict(self.lineage.hyperparameters)
-
-
-class DatasetView(msgspec.Struct, frozen=True, kw_only=True):
-    """One validated data-set version and its canonical npz."""
-
-    name: str
-    version: int
-    canonical: ArtifactRef
-    classes: list[str]
-    channels: int
-    image_size: list[int]  # modal H, W
-    calibration: int = 0  # images in the calibration split
 
 
 class TargetResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,27 +20,13 @@ from cvops.contracts.conversion import ArtifactProduced, ArtifactRejected, Targe
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
 from cvops.converter.handlers import ConversionView, DatasetView, ModelVersionView, evolve
 from cvops.core import Settings
+from cvops.core.catalog import Catalog
 
 SUBJECTS = [f"{SUBJECT_PREFIX}.registry.>", f"{SUBJECT_PREFIX}.conversion.>"]
 
 metadata = MetaData()
 
-model_versions = Table(
-    "model_versions",
-    metadata,
-    Column("model_name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("format", String, nullable=False),
-    Column("view", Text, nullable=False),  # ModelVersionView as JSON
-)
-
-datasets = Table(
-    "datasets",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("view", Text, nullable=False),  # DatasetView as JSON
-)
+catalog = Catalog(metadata)  # validated model versions and data sets
 
 conversions = Table(
     "conversions",
@@ -72,8 +58,6 @@ conversion_results = Table(
 
 _encode = msgspec.json.Encoder().encode
 _decode_view = msgspec.json.Decoder(ConversionView).decode
-_decode_model = msgspec.json.Decoder(ModelVersionView).decode
-_decode_dataset = msgspec.json.Decoder(DatasetView).decode
 
 
 def _json(value: Any) -> str:
@@ -88,10 +72,8 @@ class ConverterProjection:
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
-            case ModelVersionAdded():
-                apply_model_version(session, model_versions, event)
-            case DatasetValidated():
-                apply_dataset(session, datasets, event)
+            case ModelVersionAdded() | DatasetValidated():
+                catalog.apply(session, event)
             case _ if event.context == "conversion":
                 self._job_event(session, event, seq)
 
@@ -164,44 +146,6 @@ class ConverterProjection:
             )
 
 
-def apply_model_version(session: Session, table: Table, e: ModelVersionAdded) -> None:
-    """Record a model version (versions never change once added)."""
-    view = ModelVersionView(
-        model_name=e.model_name,
-        version=e.version,
-        artifact=e.artifact,
-        format=e.format,
-        architecture=e.architecture,
-        num_classes=e.num_classes,
-        inputs=list(e.inputs),
-        lineage=e.lineage,
-    )
-    session.execute(
-        insert(table)
-        .values(model_name=e.model_name, version=e.version, format=e.format, view=_json(view))
-        .on_conflict_do_nothing()
-    )
-
-
-def apply_dataset(session: Session, table: Table, e: DatasetValidated) -> None:
-    """Record a validated data-set version."""
-    hw = [*e.images.modal_hw, 0, 0][:2]
-    view = DatasetView(
-        name=e.dataset_name,
-        version=e.version,
-        canonical=e.canonical,
-        classes=list(e.classes),
-        channels=e.images.channels,
-        image_size=[int(hw[0]), int(hw[1])],
-        calibration=e.splits.calibration,
-    )
-    session.execute(
-        insert(table)
-        .values(name=e.dataset_name, version=e.version, view=_json(view))
-        .on_conflict_do_nothing()
-    )
-
-
 projection = ConverterProjection()
 
 
@@ -221,21 +165,12 @@ def load_job(session: Session, job_id: str) -> ConversionView | None:
 
 
 def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:
-    value = session.execute(
-        select(model_versions.c.view).where(
-            model_versions.c.model_name == name, model_versions.c.version == version
-        )
-    ).scalar()
-    return _decode_model(value) if value else None
+    return catalog.model_version(session, name, version)
 
 
 def dataset_versions(session: Session) -> dict[str, list[DatasetView]]:
     """Every validated data-set version, by name."""
-    out: dict[str, list[DatasetView]] = {}
-    for (value,) in session.execute(select(datasets.c.view)).all():
-        view = _decode_dataset(value)
-        out.setdefault(view.name, []).append(view)
-    return out
+    return catalog.dataset_versions(session)
 
 
 def job_results(session: Session, job_id: str) -> list[dict[str, Any]]:
