@@ -133,6 +133,14 @@ def _emit_json(value: object) -> None:
     click.echo(msgspec.json.encode(value).decode())
 
 
+def _output(found: Any, as_json: bool, render: Callable[[Any], RenderableType]) -> None:
+    """JSON of ``found`` for scripts, else ``render(found)`` for people."""
+    if as_json:
+        _emit_json(found)
+    else:
+        _show(render(found))
+
+
 def json_option(f: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON (for scripts) instead of a table."
@@ -274,10 +282,7 @@ def users_add(username: str, role: str, password: str | None, as_json: bool) -> 
 def users_list(as_json: bool) -> None:
     """Every user."""
     found = _state().client().list_users()
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.users_table(found))
+    _output(found, as_json, views.users_table)
 
 
 @users.command("set")
@@ -335,10 +340,7 @@ def tokens_create(label: str, as_json: bool) -> None:
 def tokens_list(as_json: bool) -> None:
     """Your API tokens (no secrets)."""
     found = _state().client().list_tokens()
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.tokens_table(found))
+    _output(found, as_json, views.tokens_table)
 
 
 @tokens.command("revoke")
@@ -438,10 +440,7 @@ def models_upload(
 def models_list(as_json: bool) -> None:
     """Every registered model."""
     found = _state().client().list_models()
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.models_table(found))
+    _output(found, as_json, views.models_table)
 
 
 @models.command("show")
@@ -491,10 +490,7 @@ def models_artifacts(ref: str, as_json: bool) -> None:
     name, version = _parse_ref(ref, need_version=True)
     assert version is not None
     found = _state().client().list_engine_artifacts(name, version)
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.engine_artifacts_table(found))
+    _output(found, as_json, views.engine_artifacts_table)
 
 
 @models.command("download")
@@ -547,10 +543,7 @@ def datasets_upload(path: str, name: str, description: str, seed: int, as_json: 
 def datasets_list(as_json: bool) -> None:
     """Every registered data set."""
     found = _state().client().list_datasets()
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.datasets_table(found))
+    _output(found, as_json, views.datasets_table)
 
 
 @datasets.command("show")
@@ -559,10 +552,7 @@ def datasets_list(as_json: bool) -> None:
 def datasets_show(name: str, as_json: bool) -> None:
     """Classes, counts, image sizes and splits of a data set."""
     found = _state().client().show_dataset(name)
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.dataset_view(found))
+    _output(found, as_json, views.dataset_view)
 
 
 # -- events -------------------------------------------------------------------------------
@@ -869,10 +859,7 @@ def jobs() -> None:
 def jobs_list(status: str | None, as_json: bool) -> None:
     """Training jobs, newest first."""
     found = _state().client().list_jobs(status)  # type: ignore[arg-type]
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.jobs_table(found))
+    _output(found, as_json, views.jobs_table)
 
 
 @jobs.command("show")
@@ -1002,10 +989,7 @@ def deployments() -> None:
 def deployments_list(as_json: bool) -> None:
     """Every deployment, retired ones included."""
     found = _state().client().list_deployments()
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.deployments_table(found))
+    _output(found, as_json, views.deployments_table)
 
 
 @deployments.command("show")
@@ -1014,10 +998,7 @@ def deployments_list(as_json: bool) -> None:
 def deployments_show(name: str, as_json: bool) -> None:
     """A deployment: spec, status, the version it serves."""
     found = _state().client().show_deployment(name)
-    if as_json:
-        _emit_json(found)
-    else:
-        _show(views.deployment_view(found))
+    _output(found, as_json, views.deployment_view)
 
 
 @deployments.command("retire")
