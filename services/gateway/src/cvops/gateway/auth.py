@@ -12,7 +12,6 @@ import enum
 import hashlib
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 import msgspec
 from argon2 import PasswordHasher
@@ -24,7 +23,6 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import Guard
 
 from cvops.contracts.identity import Role
-from cvops.gateway import projection as views
 
 TOKEN_PREFIX = "cvops_"
 # Paths anyone may call: probes, metrics, the OpenAPI document and the login itself.
@@ -118,38 +116,16 @@ def bearer(header: str | None) -> str | None:
 
 
 class BearerAuthentication(AbstractAuthenticationMiddleware):
-    """Resolve ``Authorization: Bearer <token>`` against the projection; else 401.
-
-    Lookups are cached per token digest and keyed by the projection's identity generation,
-    which moves after every committed change to users or tokens: a revocation or a role
-    change is seen by the next request after it is projected.
-    """
-
-    _CACHE_MAX = 10_000
-
-    @classmethod
-    def _lookup(cls, runner: Any, digest: str) -> Any:
-        generation = runner.projection.identity_generation
-        cache: dict[str, tuple[int, Any]] = runner.__dict__.setdefault("auth_cache", {})
-        hit = cache.get(digest)
-        if hit is not None and hit[0] == generation:
-            found = hit[1]
-        else:
-            with runner.session() as s:
-                found = views.token_by_digest(s, digest)
-            if len(cache) >= cls._CACHE_MAX:
-                cache.clear()
-            cache[digest] = (generation, found)
-        if found is None:
-            raise NotAuthorizedException("unknown token")
-        return found
+    """Resolve ``Authorization: Bearer <token>`` against the projection; else 401."""
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         secret = bearer(connection.headers.get("authorization"))
         if secret is None:
             raise NotAuthorizedException("missing bearer token")
-        runner = connection.app.state.gateway.runner
-        token, user = self._lookup(runner, token_digest(secret))
+        found = connection.app.state.gateway.token_owner(token_digest(secret))
+        if found is None:
+            raise NotAuthorizedException("unknown token")
+        token, user = found
         if token.revoked:
             raise NotAuthorizedException("token revoked")
         if token.expires_at is not None and token.expires_at <= datetime.now(UTC):

@@ -61,6 +61,9 @@ def model_subjects(model_name: str) -> str:
     return f"{SUBJECT_PREFIX}.registry.{subject_token(f'model-{model_name}')}.*"
 
 
+_TOKEN_CACHE_MAX = 10_000
+
+
 @dataclass
 class GatewayService:
     """Everything a request handler can reach: settings, bus, projection, artifacts."""
@@ -74,8 +77,29 @@ class GatewayService:
     caught_up: bool = False
     # set when the server shuts down: open event feeds end so the shutdown is not held up
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # token digest -> (identity generation it was read at, the token and its user, or None)
+    _tokens: dict[str, tuple[int, tuple[views.TokenState, views.UserState] | None]] = field(
+        default_factory=dict
+    )
 
     # -- plumbing ----------------------------------------------------------------
+    def token_owner(self, digest: str) -> tuple[views.TokenState, views.UserState] | None:
+        """The token with this sha256 and its user, cached until users or tokens change.
+
+        The cache key is the projection's identity generation, which moves after every
+        committed change to users or tokens: a revocation is seen by the next request.
+        """
+        generation = self.runner.projection.identity_generation  # type: ignore[attr-defined]
+        hit = self._tokens.get(digest)
+        if hit is not None and hit[0] == generation:
+            return hit[1]
+        with self.runner.session() as s:
+            found = views.token_by_digest(s, digest)
+        if len(self._tokens) >= _TOKEN_CACHE_MAX:
+            self._tokens.clear()
+        self._tokens[digest] = (generation, found)
+        return found
+
     def stamp(self, actor: str, correlation_id: str) -> Stamp:
         return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
 
