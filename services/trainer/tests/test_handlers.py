@@ -424,12 +424,14 @@ def test_weighted_scores_scale_each_objective() -> None:
 @pytest.mark.parametrize(
     ("acc", "epoch", "peers", "objectives", "prune"),
     [
-        (0.30, 1, [0.80, 0.75, 0.85], ["accuracy"], True),
-        (0.72, 1, [0.80, 0.75, 0.85], ["accuracy"], False),  # within the margin
-        (0.30, 3, [0.80, 0.75, 0.85], ["accuracy"], False),  # the last epoch: nothing to save
+        (0.30, 2, [0.80, 0.75, 0.85], ["accuracy"], True),
+        (0.30, 3, [0.80, 0.75, 0.85], ["accuracy"], True),
+        (0.72, 2, [0.80, 0.75, 0.85], ["accuracy"], False),  # within the margin
+        (0.30, 1, [0.80, 0.75, 0.85], ["accuracy"], False),  # first half: may be a slow starter
+        (0.30, 4, [0.80, 0.75, 0.85], ["accuracy"], False),  # the last epoch: nothing to save
         (0.30, 0, [0.80, 0.75, 0.85], ["accuracy"], False),
-        (0.30, 1, [0.80], ["accuracy"], False),  # one peer is not evidence
-        (0.30, 1, [0.80, 0.75, 0.85], ["accuracy", "latency"], False),  # peers are bigger
+        (0.30, 2, [0.80], ["accuracy"], False),  # one peer is not evidence
+        (0.30, 2, [0.80, 0.75, 0.85], ["accuracy", "latency"], False),  # peers are bigger
     ],
 )
 def test_pruning_stops_only_clearly_dominated_trials(
@@ -437,10 +439,15 @@ def test_pruning_stops_only_clearly_dominated_trials(
 ) -> None:
     params = 100 if "latency" in objectives else 1000
     peer_list = [search.PeerProgress(val_accuracy=p, parameters=500) for p in peers]
-    reason = search.prune_reason(acc, epoch, 3, params, peer_list, objectives)
+    reason = search.prune_reason(acc, epoch, 4, params, peer_list, objectives)
     assert (reason is not None) == prune
     if reason:
         assert "below the median" in reason
+
+
+def test_a_two_epoch_trial_can_still_be_pruned_after_its_first_epoch() -> None:
+    peers = [search.PeerProgress(val_accuracy=p, parameters=500) for p in (0.8, 0.75, 0.85)]
+    assert search.prune_reason(0.3, 1, 2, 1000, peers, ["accuracy"]) is not None
 
 
 def test_genomes_decode_into_the_space_and_round_trip() -> None:

@@ -317,9 +317,12 @@ def prune_reason(
     after the same epoch, a median val accuracy more than ``margin`` above its own.
     Comparable: when latency or size are objectives, only peers with no more parameters
     than this trial (a smaller model may trade accuracy for speed and stay on the front).
-    Never after the last epoch (nothing to save) and never before the first.
+    Never in the first half of training: on ~700 real trials (bench/data), a trial far behind
+    after epoch 1 of 4 was the best of its nine peers at the end in 0.7 % of cases (slow
+    starters: low SGD learning rates, strong augmentation); from half-way, never. Never
+    after the last epoch either (nothing to save).
     """
-    if epoch < 1 or epoch >= epochs:
+    if epoch < max(1, math.ceil(epochs / 2)) or epoch >= epochs:
         return None
     small_matters = any(o in ("latency", "size") for o in objectives)
     comparable = [p for p in peers if not small_matters or p.parameters <= parameters]

@@ -1,0 +1,180 @@
+"""Search quality over many seeds, on a surrogate fitted to real trials.
+
+``search_quality.py`` trains every trial, so it affords 3 seeds; with 24 trials a search's
+hypervolume varies a lot from seed to seed, and 3 seeds cannot tell a better operator from
+luck. This benchmark runs the same methods (the trainer's GA through its own handlers,
+random search, Optuna TPE and NSGA-II: ``search_quality``'s functions) on a surrogate of the
+same space: random forests fitted to a few hundred real trials of ``simple-cnn`` (trained,
+exported, measured in ONNX Runtime by the trainer's trial function; the rows live in
+``bench/data/``). Accuracy is the forest's per-epoch val accuracy curve (so pruning sees a
+curve) plus noise fixed per (configuration, seed); latency comes from the parameter count,
+with 5 % noise. A run of 24 seeds takes minutes, so it is where the GA's operators were
+chosen; ``search_quality.py`` is where they are confirmed on real training.
+
+    python bench/search_surrogate.py                       # 24 seeds, both data sets
+    python bench/search_surrogate.py --seeds 48 --methods ga,random,nsga2
+    python bench/search_surrogate.py collect shapes 400    # more real rows (slow)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import search_quality as sq
+from sklearn.ensemble import RandomForestRegressor
+
+from cvops.trainer import space
+from cvops.vision import bundled
+from cvops.vision.data import CanonicalDataset
+from cvops.vision.zoo import build_model, parameter_count
+
+DATA = Path(__file__).parent / "data"
+EPOCHS, BATCHES = 4, 30  # what search_quality.py's full run trains; the rows were made so
+ACCURACY_NOISE = 0.01  # sd of a configuration's val accuracy between seeds, roughly
+LATENCY_NOISE = 0.05  # relative sd of a latency measurement
+
+
+def load_sets(names: list[str]) -> dict[str, CanonicalDataset]:
+    """The data sets of search_quality.py's full run."""
+    arrays = {
+        "digits": lambda: bundled.digits_npz(size=16),
+        "shapes": lambda: bundled.shapes_npz(2000, 16),
+    }
+    return {n: CanonicalDataset.from_arrays(arrays[n](), source=n) for n in names}
+
+
+def rows_path(name: str) -> Path:
+    return DATA / f"search_trials_{name}.jsonl"
+
+
+def collect(name: str, count: int) -> None:
+    """Append ``count`` real trials of uniformly random configurations to the data set's rows."""
+    datasets = load_sets([name])
+    space_ = sq.search_space(datasets[name])
+    evaluate = sq.Evaluator(datasets, EPOCHS, BATCHES)
+    path = rows_path(name)
+    done = sum(1 for _ in path.open()) if path.exists() else 0
+    rng = np.random.default_rng(1000 + done)
+    with path.open("a") as out:
+        for i in range(count):
+            config = space.decode(space_, rng.random(len(space_)).tolist(), {})
+            result, curve = evaluate(name, (done + i) % 3, config)
+            row = {
+                "config": config,
+                "accuracy": result.accuracy,
+                "latency_ms": result.latency_ms,
+                "parameters": result.parameters,
+                "curve": curve,
+            }
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+            print(f"{name} {done + i + 1}: {result.status} {result.accuracy}", flush=True)
+
+
+class Surrogate(sq.Evaluator):
+    """search_quality's Evaluator with the training replaced by forests fitted to real rows."""
+
+    def __init__(self, datasets: dict[str, CanonicalDataset]) -> None:
+        super().__init__(datasets, EPOCHS, BATCHES)
+        self.space = sq.search_space(next(iter(datasets.values())))
+        self.names = sorted(self.space)
+        self.forests: dict[str, tuple[RandomForestRegressor, RandomForestRegressor]] = {}
+        self.rows: dict[str, int] = {}
+        self.parameters: dict[tuple[str, float, int], int] = {}
+        for name in datasets:
+            rows = [json.loads(line) for line in rows_path(name).open()]
+            rows = [r for r in rows if r["accuracy"] is not None and len(r["curve"]) == EPOCHS]
+            x = np.array([self.features(r["config"]) for r in rows])
+            curves = RandomForestRegressor(200, min_samples_leaf=2, random_state=0)
+            curves.fit(x, np.array([r["curve"] for r in rows]))
+            latency = RandomForestRegressor(100, min_samples_leaf=3, random_state=0)
+            latency.fit(
+                np.log([[r["parameters"]] for r in rows]), np.log([r["latency_ms"] for r in rows])
+            )
+            self.forests[name] = (curves, latency)
+            self.rows[name] = len(rows)
+
+    def features(self, config: dict[str, Any]) -> list[float]:
+        return [space.encode_value(self.space[k], config[k]) for k in self.names]
+
+    def model_parameters(self, dataset: str, config: dict[str, Any]) -> int:
+        key = (dataset, float(config["width"]), int(config["depth"]))
+        if key not in self.parameters:
+            ds = self.datasets[dataset]
+            model = build_model(
+                sq.ARCH, ds.num_classes, ds.channels, ds.image_size,
+                width=key[1], depth=key[2], dropout=0.0,
+            )  # fmt: skip
+            self.parameters[key] = parameter_count(model)
+        return self.parameters[key]
+
+    def __call__(self, dataset, seed, config, on_epoch=None):  # type: ignore[no-untyped-def]
+        curves, latency = self.forests[dataset]
+        digest = hashlib.sha256(json.dumps([dataset, seed, config], sort_keys=True).encode())
+        rng = np.random.default_rng(int(digest.hexdigest()[:12], 16))
+        curve = curves.predict([self.features(config)])[0] + rng.normal(0, ACCURACY_NOISE, EPOCHS)
+        curve = np.clip(curve, 0.0, 1.0).tolist()
+        parameters = self.model_parameters(dataset, config)
+        ms = float(
+            np.exp(latency.predict(np.log([[parameters]]))[0] + rng.normal(0, LATENCY_NOISE))
+        )
+        for epoch, acc in enumerate(curve, start=1):
+            if on_epoch is not None and on_epoch(epoch, 0.0, acc) == "stop":
+                return sq.Result(config, None, None, parameters, 0.0, "pruned"), curve[:epoch]
+        return sq.Result(config, curve[-1], ms, parameters, 0.0), curve
+
+
+def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str, Any]:
+    surrogate = Surrogate(load_sets(names))
+    print(
+        f"surrogate search quality: 24 trials per search (8 x 3), {len(seeds)} seeds, "
+        f"forests on {', '.join(f'{n} {surrogate.rows[n]} trials' for n in names)}",
+        flush=True,
+    )
+    runs = []
+    started = time.perf_counter()
+    for name in names:
+        for seed in seeds:
+            for m in methods:
+                if m in ("ga", "ga-acc"):
+                    objectives = ["accuracy", "latency"] if m == "ga" else ["accuracy"]
+                    runs.append(sq.run_ga(surrogate, name, seed, 8, 3, objectives))
+                elif m == "random":
+                    runs.append(sq.run_random(surrogate, name, seed, 24, surrogate.space))
+                else:
+                    runs.append(sq.run_optuna(m, surrogate, name, seed, 24, 8, surrogate.space))
+    figures = sq.report(runs, seeds, names, show_rate=False)
+    print(f"{len(runs)} searches in {time.perf_counter() - started:.0f} s (trials/h: not real)")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("command", nargs="*", help="'collect NAME COUNT' adds real rows")
+    parser.add_argument("--datasets", default="digits,shapes")
+    parser.add_argument("--methods", default=",".join(sq.METHODS))
+    parser.add_argument("--seeds", type=int, default=24)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+    if args.command:
+        if args.command[0] != "collect" or len(args.command) != 3:
+            parser.error("the only command is: collect NAME COUNT")
+        collect(args.command[1], int(args.command[2]))
+        return 0
+    names = [d for d in args.datasets.split(",") if d]
+    methods = [m for m in args.methods.split(",") if m]
+    figures = compare(names, list(range(args.seeds)), methods)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
