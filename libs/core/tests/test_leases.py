@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from cvops.core import leases
-from cvops.core.bus import Bus
+from cvops.core.bus import LEASE_BUCKET, Bus
 from cvops.core.leases import LeaseRecord, decide_acquire, is_expired, may_release, quota_allows
 
 
@@ -127,3 +127,18 @@ async def test_held_renews_in_the_background_and_releases_on_exit(bus: Bus) -> N
             async with leases.held(bus, res, "other", 5):
                 pass
     assert await leases.holders(bus, res) == []
+
+
+async def test_reading_the_leases_creates_no_consumers(bus: Bus) -> None:
+    # a trainer waiting for a GPU reads the leases every second: that must not leave a
+    # consumer behind per read (the server has a consumer limit)
+    gpu = f"gpu.host-{uuid.uuid4().hex[:6]}.0"
+    await leases.acquire(bus, gpu, "trainer-a", ttl_s=30.0, user="alice")
+    released = f"gpu.host-{uuid.uuid4().hex[:6]}.1"
+    await leases.acquire(bus, released, "trainer-b", ttl_s=30.0, user="bob")
+    await leases.release(bus, released, "trainer-b")
+    for _ in range(50):
+        mine = [le for le in await leases.holders(bus) if le.resource in (gpu, released)]
+        assert [(le.resource, le.user) for le in mine] == [(gpu, "alice")]
+    info = await bus.js.stream_info(f"KV_{LEASE_BUCKET}")
+    assert info.state.consumer_count == 0

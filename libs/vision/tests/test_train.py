@@ -171,3 +171,17 @@ def test_unsuitable_data_or_device_is_refused(tiny: CanonicalDataset):
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             train(_config(device="cuda"), tiny)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("amp_dtype", ["bf16", "fp16"])
+def test_amp_training_on_the_gpu_learns_and_returns_a_cpu_model(
+    tiny: CanonicalDataset, amp_dtype: str
+) -> None:
+    result = train(_config(device="cuda", amp=True, amp_dtype=amp_dtype, epochs=3), tiny)
+    assert result.stop_reason == "completed" and result.best_val_acc > 0.5  # chance is 0.25
+    x_val, y_val = tiny.split("val")
+    model = result.model.to("cpu").float()
+    report = evaluate(model, x_val, y_val, tiny.num_classes, result.normalization)
+    assert report.accuracy > 0.5

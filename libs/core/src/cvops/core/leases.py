@@ -24,7 +24,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.kv import KeyValue
 
-from cvops.core.bus import Bus
+from cvops.core.bus import LEASE_BUCKET, Bus
 from cvops.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -262,16 +262,20 @@ async def release(bus: Bus, resource: str, holder: str) -> bool:
     raise LeaseLost(f"{resource}: release kept conflicting")
 
 
+async def _keys(bus: Bus) -> list[str]:
+    """The bucket's keys, read from the stream's per-subject counts: one API request and no
+    consumer (``KeyValue.keys()`` creates a consumer per call; trainers polling for a free
+    GPU that way ran a server into its consumer limit)."""
+    prefix = f"$KV.{LEASE_BUCKET}."
+    info = await bus.js.stream_info(f"KV_{LEASE_BUCKET}", subjects_filter=f"{prefix}>")
+    return sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
+
+
 async def all_leases(bus: Bus) -> list[Lease]:
     """Every lease stored in the bucket, expired ones included."""
-    kv = bus.leases
-    try:
-        keys = await kv.keys()
-    except nats.js.errors.NoKeysError:
-        return []
     out: list[Lease] = []
-    for key in keys:
-        rec, rev = await _read(kv, key)
+    for key in await _keys(bus):
+        rec, rev = await _read(bus.leases, key)
         if rec is not None:
             out.append(_lease(key, rec, rev))
     return out

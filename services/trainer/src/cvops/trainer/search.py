@@ -5,6 +5,8 @@ functional operators, and the pruning rule.
 Randomness comes only from the seed passed in: the same archive and seed give the same
 population. EvoTorch's operators draw from torch's global generator, so they run inside
 ``torch.random.fork_rng`` seeded from that seed (the caller's generator is left as it was).
+They are imported where they are used: importing evotorch imports ray (seconds), which a
+trainer process that only runs trials never needs.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 import torch
-from evotorch.operators import functional as evo
 
 from cvops.contracts.training import Constraints, TrialMetrics
 
@@ -114,6 +115,8 @@ def pareto_front(items: Sequence[Evaluated], objectives: Sequence[str]) -> list[
         col = _objective_columns(sub, objectives)[:, 0] * sign
         best = float(col.max())
         return [feasible[i] for i in range(len(sub)) if float(col[i]) == best]
+    from evotorch.operators import functional as evo
+
     counts = evo.domination_counts(
         _objective_columns(sub, objectives), objective_sense=[SENSE[o] for o in objectives]
     )
@@ -154,6 +157,8 @@ def rank_utilities(
         return []
     if mode == "weighted" or len(objectives) == 1:
         return weighted_scores(items, objectives, weights or {o: 1.0 for o in objectives})
+    from evotorch.operators import functional as evo
+
     utilities = evo.pareto_utility(
         _penalised(items, objectives), objective_sense=[SENSE[o] for o in objectives]
     )
@@ -213,6 +218,8 @@ def next_genomes(
     lies within MIN_NOVELTY of a tried genome in every gene (``archive`` plus ``tried``, e.g.
     failed or pruned trials), is mutated again, then replaced by a random one.
     """
+    from evotorch.operators import functional as evo
+
     gen = torch.Generator().manual_seed(seed)
     seen: set[Hashable] = {key(g) for g in tried} | {key(e.genome) for e in archive}
     children: list[tuple[list[float], list[str]]] = []
