@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from cvops.core import (
     Bus,
     ConcurrencyConflict,
     ProjectionRunner,
+    ShuttingDown,
     SpooledUpload,
     TooLarge,
     WorkConsumer,
@@ -172,3 +174,31 @@ async def test_work_consumer_redelivers_after_a_failure(bus: Bus) -> None:
     consumer.stop()
     await task
     assert seen == [f"w{tag}", f"w{tag}"]
+
+
+async def test_work_stopped_by_a_shutdown_goes_back_at_once_and_is_no_failure(
+    bus: Bus, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tag = uuid.uuid4().hex[:6]
+    seen: list[float] = []
+    done = asyncio.Event()
+
+    async def handle(event: Event, _msg: object) -> None:
+        seen.append(time.monotonic())
+        if len(seen) == 1:
+            raise ShuttingDown()
+        done.set()
+
+    # a failure would wait out the 30 s nak delay; an interrupted job is offered again now
+    consumer = WorkConsumer(
+        bus, f"stop-{tag}", [f"cvops.evt.identity.s{tag}.>"], handle, nak_delay=30
+    )
+    task = asyncio.create_task(consumer.run())
+    await bus.publish(_user(f"s{tag}"))
+    await asyncio.wait_for(done.wait(), 10)
+    consumer.stop()
+    await task
+    assert len(seen) == 2 and seen[1] - seen[0] < 5
+    logged = capsys.readouterr()
+    assert "work_interrupted" in logged.out + logged.err
+    assert "work_failed" not in logged.out + logged.err

@@ -1,7 +1,15 @@
 """cvops-core: bus, event log, projection runner, artifacts, leases, settings, logging."""
 
 from cvops.core.artifacts import ArtifactStore, SpooledUpload, TooLarge
-from cvops.core.bus import ALL_EVENTS, STREAM, Bus, ConcurrencyConflict, Published, WorkConsumer
+from cvops.core.bus import (
+    ALL_EVENTS,
+    STREAM,
+    Bus,
+    ConcurrencyConflict,
+    Published,
+    ShuttingDown,
+    WorkConsumer,
+)
 from cvops.core.logging import configure_logging, get_logger
 from cvops.core.projection import (
     Projection,
@@ -23,6 +31,7 @@ __all__ = [
     "ProjectionRunner",
     "Published",
     "Settings",
+    "ShuttingDown",
     "SpooledUpload",
     "TooLarge",
     "WorkConsumer",

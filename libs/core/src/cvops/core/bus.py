@@ -35,6 +35,11 @@ ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
 log = get_logger(__name__)
 
 
+class ShuttingDown(Exception):
+    """A work handler stopped because its service is stopping: the message goes back to the
+    stream for another instance (or this one after a restart). Not a failure."""
+
+
 class ConcurrencyConflict(Exception):
     """The aggregate moved on since we read it (expected-last-subject-sequence failed)."""
 
@@ -251,6 +256,12 @@ class WorkConsumer:
         beat = asyncio.create_task(self._heartbeat(msg))
         try:
             await self.handler(event, msg)
+        except ShuttingDown:
+            bound.info("work_interrupted")
+            beat.cancel()
+            with contextlib.suppress(Exception):
+                await msg.nak()
+            return
         except Exception as err:  # the job is redelivered; the error is logged, not lost
             bound.exception("work_failed", error=str(err))
             beat.cancel()

@@ -32,16 +32,20 @@ from cvops.benchmarker import handlers, projection
 from cvops.benchmarker.handlers import SOURCE, BenchPlan, EngineInfo, RowKey
 from cvops.contracts import ArtifactRef, Event, Stamp
 from cvops.contracts.conversion import BenchmarkRequested, BenchmarkRow
-from cvops.core import ArtifactStore, Bus, ConcurrencyConflict, ProjectionRunner, Settings, leases
+from cvops.core import (
+    ArtifactStore,
+    Bus,
+    ConcurrencyConflict,
+    ProjectionRunner,
+    Settings,
+    ShuttingDown,
+    leases,
+)
 from cvops.core.logging import get_logger
 
 log = get_logger(__name__)
 
 PUBLISH_TIMEOUT_S = 60.0
-
-
-class ShuttingDown(Exception):
-    """This instance is stopping: the job goes back to the stream and resumes elsewhere."""
 
 
 class JobMovedOn(Exception):

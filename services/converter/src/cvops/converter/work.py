@@ -38,7 +38,15 @@ from cvops.converter.sources import (
     load_images,
     load_source,
 )
-from cvops.core import ArtifactStore, Bus, ConcurrencyConflict, ProjectionRunner, Settings, leases
+from cvops.core import (
+    ArtifactStore,
+    Bus,
+    ConcurrencyConflict,
+    ProjectionRunner,
+    Settings,
+    ShuttingDown,
+    leases,
+)
 from cvops.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -49,10 +57,6 @@ MEDIA_TYPES = {
     ".xml": "application/xml",
     ".plan": "application/vnd.nvidia.tensorrt-plan",
 }
-
-
-class ShuttingDown(Exception):
-    """This instance is stopping: the job goes back to the stream and resumes elsewhere."""
 
 
 class JobMovedOn(Exception):

@@ -39,7 +39,15 @@ from cvops.contracts.training import (
     TrialRequested,
     TrialStarted,
 )
-from cvops.core import ArtifactStore, Bus, ConcurrencyConflict, ProjectionRunner, Settings, leases
+from cvops.core import (
+    ArtifactStore,
+    Bus,
+    ConcurrencyConflict,
+    ProjectionRunner,
+    Settings,
+    ShuttingDown,
+    leases,
+)
 from cvops.core.logging import get_logger
 from cvops.trainer import handlers, metrics, projection, search, space
 from cvops.trainer.handlers import ArchInfo, Catalog, JobView, Step
@@ -50,10 +58,6 @@ LATENCY_WARMUP = 5
 LATENCY_RUNS = 30
 GPU_WAIT_POLL_S = 2.0
 CUDA_RETRIES = 5  # deliveries a cuda-only trial waits for a GPU host before it fails
-
-
-class ShuttingDown(Exception):
-    """This instance is stopping: the message goes back to the stream for another one."""
 
 
 class DatasetMissing(Exception):
