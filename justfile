@@ -62,6 +62,10 @@ bench-gateway *args:
 bench-search *args:
     {{python}} bench/search_quality.py {{args}}
 
+# search quality over many seeds on a surrogate fitted to real trials (bench/data)
+bench-search-surrogate *args:
+    {{python}} bench/search_surrogate.py {{args}}
+
 # serving benchmark: router vs direct Triton vs in-process ORT, batching on/off (issue 5)
 bench-serving *args:
     {{python}} bench/serving/load.py {{args}}

@@ -13,6 +13,7 @@ chosen; ``search_quality.py`` is where they are confirmed on real training.
 
     python bench/search_surrogate.py                       # 24 seeds, both data sets
     python bench/search_surrogate.py --seeds 48 --methods ga,random,nsga2
+    python bench/search_surrogate.py pruning               # the pruning rule on the real rows
     python bench/search_surrogate.py collect shapes 400    # more real rows (slow)
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ import numpy as np
 import search_quality as sq
 from sklearn.ensemble import RandomForestRegressor
 
-from cvops.trainer import space
+from cvops.trainer import search, space
 from cvops.vision import bundled
 from cvops.vision.data import CanonicalDataset
 from cvops.vision.zoo import build_model, parameter_count
@@ -131,6 +133,40 @@ class Surrogate(sq.Evaluator):
         return sq.Result(config, curve[-1], ms, parameters, 0.0), curve
 
 
+def pruning(names: list[str], draws: int = 4000) -> None:
+    """How often the trainer's pruning rule stops a trial that would have ended the best of
+    its peers (or in their top quarter), on the real rows: a trial and eight finished peers
+    drawn at random, the rule asked after each epoch, with and without its first-half grace."""
+    rng = np.random.default_rng(0)
+    for name in names:
+        rows = [json.loads(line) for line in rows_path(name).open()]
+        curves = np.array([r["curve"] for r in rows if r["accuracy"] is not None])
+        for first_epoch in (1, math.ceil(EPOCHS / 2)):
+            stopped = best = top = saved = 0
+            for _ in range(draws):
+                pick = rng.choice(len(curves), 9, replace=False)
+                trial, peers = curves[pick[0]], curves[pick[1:]]
+                for epoch in range(first_epoch, EPOCHS):
+                    progress = [search.PeerProgress(float(p), 1) for p in peers[:, epoch - 1]]
+                    # before half-way the rule is asked as if this epoch were half of the
+                    # training: the rule without its grace period
+                    epochs = EPOCHS if epoch >= math.ceil(EPOCHS / 2) else 2 * epoch
+                    if search.prune_reason(
+                        float(trial[epoch - 1]), epoch, epochs, 1, progress, ["accuracy"]
+                    ):
+                        stopped += 1
+                        saved += EPOCHS - epoch
+                        best += trial[-1] >= peers[:, -1].max()
+                        top += trial[-1] >= np.quantile(peers[:, -1], 0.75)
+                        break
+            print(
+                f"{name:7} asked from epoch {first_epoch} of {EPOCHS}: stops "
+                f"{stopped / draws:.0%} of trials, saving {saved / draws:.2f} epochs a trial; "
+                f"of those stopped, {best / max(stopped, 1):.1%} would have ended the best of "
+                f"their nine, {top / max(stopped, 1):.1%} in the top quarter"
+            )
+
+
 def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str, Any]:
     surrogate = Surrogate(load_sets(names))
     print(
@@ -164,8 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
     if args.command:
+        if args.command == ["pruning"]:
+            pruning([d for d in args.datasets.split(",") if d])
+            return 0
         if args.command[0] != "collect" or len(args.command) != 3:
-            parser.error("the only command is: collect NAME COUNT")
+            parser.error("commands: pruning, or collect NAME COUNT")
         collect(args.command[1], int(args.command[2]))
         return 0
     names = [d for d in args.datasets.split(",") if d]
