@@ -524,16 +524,21 @@ def report(
             )
         if "tpe" in rows:
             tpe = statistics.mean(rows["tpe"]["best_accuracy"])
-            for m in ("ga-acc", "ga"):
-                if m in rows:
-                    best = statistics.mean(rows[m]["best_accuracy"])
-                    checks.append(
-                        (
-                            f"{m} best accuracy within 0.5 pt of TPE",
-                            best >= tpe - 0.005,
-                            f"{100 * best:.2f} vs {100 * tpe:.2f}",
-                        )
+            if "ga-acc" in rows:
+                best = statistics.mean(rows["ga-acc"]["best_accuracy"])
+                checks.append(
+                    (
+                        "GA (accuracy only) best accuracy within 0.5 pt of TPE",
+                        best >= tpe - 0.005,
+                        f"{100 * best:.2f} vs {100 * tpe:.2f}",
                     )
+                )
+            if "ga" in rows:  # not a target: that search also pays for the fast end of the front
+                best = statistics.mean(rows["ga"]["best_accuracy"])
+                print(
+                    f"  (info) two-objective GA best accuracy {100 * best:.2f} vs TPE "
+                    f"{100 * tpe:.2f}"
+                )
         for name, ok, detail in checks:
             print(f"  [{'met ' if ok else 'MISS'}] {name}: {detail}")
         print()
