@@ -84,6 +84,35 @@ DUMMY = ArtifactRef(sha256="0" * 64, size=1)
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 METHODS = ("ga", "ga-acc", "random", "tpe", "nsga2")
 
+
+@dataclass(frozen=True)
+class Mode:
+    """How much a run searches and trains, and on which data."""
+
+    population: int
+    generations: int
+    seeds: int
+    epochs: int
+    batches: int  # at most, per epoch
+    digits_size: int
+    shapes_count: int
+
+    def sets(self) -> dict[str, dict[str, Any]]:
+        return {
+            "digits": bundled.digits_npz(size=self.digits_size),
+            "shapes": bundled.shapes_npz(self.shapes_count, 16),
+        }
+
+
+# --quick: enough training that accuracy tells configurations apart (shapes at 2 epochs of
+# 8 batches stayed at chance for every method), few enough trials for minutes
+QUICK = Mode(
+    population=6, generations=4, seeds=2, epochs=3, batches=25, digits_size=8, shapes_count=1200
+)
+FULL = Mode(
+    population=8, generations=3, seeds=3, epochs=4, batches=30, digits_size=16, shapes_count=2000
+)
+
 for _name in ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "optuna"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
@@ -557,14 +586,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
-    if args.quick:
-        # enough training that accuracy tells configurations apart (shapes at 2 epochs of
-        # 8 batches stayed at chance for every method), few enough trials for minutes
-        population, generations, seeds_n, epochs, batches = 6, 4, 2, 3, 25
-        sets = {"digits": bundled.digits_npz(size=8), "shapes": bundled.shapes_npz(1200, 16)}
-    else:
-        population, generations, seeds_n, epochs, batches = 8, 3, 3, 4, 30
-        sets = {"digits": bundled.digits_npz(size=16), "shapes": bundled.shapes_npz(2000, 16)}
+    mode = QUICK if args.quick else FULL
+    population, generations, seeds_n = mode.population, mode.generations, mode.seeds
+    epochs, batches = mode.epochs, mode.batches
+    sets = mode.sets()
     seeds = list(range(args.seeds or seeds_n))
     trials = population * generations
     names = [d for d in args.datasets.split(",") if d]

@@ -33,23 +33,20 @@ import search_quality as sq
 from sklearn.ensemble import RandomForestRegressor
 
 from cvops.trainer import search, space
-from cvops.vision import bundled
 from cvops.vision.data import CanonicalDataset
 from cvops.vision.zoo import build_model, parameter_count
 
 DATA = Path(__file__).parent / "data"
-EPOCHS, BATCHES = 4, 30  # what search_quality.py's full run trains; the rows were made so
+MODE = sq.FULL  # the rows were made with search_quality.py's full run's training
+EPOCHS = MODE.epochs
 ACCURACY_NOISE = 0.01  # sd of a configuration's val accuracy between seeds, roughly
 LATENCY_NOISE = 0.05  # relative sd of a latency measurement
 
 
 def load_sets(names: list[str]) -> dict[str, CanonicalDataset]:
     """The data sets of search_quality.py's full run."""
-    arrays = {
-        "digits": lambda: bundled.digits_npz(size=16),
-        "shapes": lambda: bundled.shapes_npz(2000, 16),
-    }
-    return {n: CanonicalDataset.from_arrays(arrays[n](), source=n) for n in names}
+    arrays = MODE.sets()
+    return {n: CanonicalDataset.from_arrays(arrays[n], source=n) for n in names}
 
 
 def rows_path(name: str) -> Path:
@@ -60,7 +57,7 @@ def collect(name: str, count: int) -> None:
     """Append ``count`` real trials of uniformly random configurations to the data set's rows."""
     datasets = load_sets([name])
     space_ = sq.search_space(datasets[name])
-    evaluate = sq.Evaluator(datasets, EPOCHS, BATCHES)
+    evaluate = sq.Evaluator(datasets, EPOCHS, MODE.batches)
     path = rows_path(name)
     done = sum(1 for _ in path.open()) if path.exists() else 0
     rng = np.random.default_rng(1000 + done)
@@ -84,7 +81,7 @@ class Surrogate(sq.Evaluator):
     """search_quality's Evaluator with the training replaced by forests fitted to real rows."""
 
     def __init__(self, datasets: dict[str, CanonicalDataset]) -> None:
-        super().__init__(datasets, EPOCHS, BATCHES)
+        super().__init__(datasets, EPOCHS, MODE.batches)
         self.space = sq.search_space(next(iter(datasets.values())))
         self.names = sorted(self.space)
         self.forests: dict[str, tuple[RandomForestRegressor, RandomForestRegressor]] = {}
@@ -169,8 +166,11 @@ def pruning(names: list[str], draws: int = 4000) -> None:
 
 def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str, Any]:
     surrogate = Surrogate(load_sets(names))
+    pop = MODE.population
+    trials = pop * MODE.generations
     print(
-        f"surrogate search quality: 24 trials per search (8 x 3), {len(seeds)} seeds, "
+        f"surrogate search quality: {trials} trials per search ({pop} x {MODE.generations}), "
+        f"{len(seeds)} seeds, "
         f"forests on {', '.join(f'{n} {surrogate.rows[n]} trials' for n in names)}",
         flush=True,
     )
@@ -181,11 +181,12 @@ def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str,
             for m in methods:
                 if m in ("ga", "ga-acc"):
                     objectives = ["accuracy", "latency"] if m == "ga" else ["accuracy"]
-                    runs.append(sq.run_ga(surrogate, name, seed, 8, 3, objectives))
+                    runs.append(sq.run_ga(surrogate, name, seed, pop, MODE.generations, objectives))
                 elif m == "random":
-                    runs.append(sq.run_random(surrogate, name, seed, 24, surrogate.space))
+                    runs.append(sq.run_random(surrogate, name, seed, trials, surrogate.space))
                 else:
-                    runs.append(sq.run_optuna(m, surrogate, name, seed, 24, 8, surrogate.space))
+                    space_ = surrogate.space
+                    runs.append(sq.run_optuna(m, surrogate, name, seed, trials, pop, space_))
     figures = sq.report(runs, seeds, names, show_rate=False)
     print(f"{len(runs)} searches in {time.perf_counter() - started:.0f} s (trials/h: not real)")
     return figures

@@ -22,7 +22,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, UnknownEvent, decode
-from cvops.core.bus import ALL_EVENTS, STREAM, Bus
+from cvops.core.bus import ALL_EVENTS, STREAM, Bus, ShuttingDown
 from cvops.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -124,6 +124,14 @@ class ProjectionRunner:
         except TimeoutError:
             return False
         return True
+
+    async def reached(self, seq: int, stopping: asyncio.Event) -> None:
+        """Wait as long as it takes for ``seq`` (a work handler's read-your-writes), saying
+        every 5 s that the projection lags; raises ShuttingDown once ``stopping`` is set."""
+        while not await self.wait_for(seq, timeout=5.0):
+            if stopping.is_set():
+                raise ShuttingDown()
+            log.warning("projection_lagging", want=seq, at=self.position)
 
     async def catch_up(self, timeout: float = 30.0) -> bool:
         assert self.bus is not None

@@ -77,12 +77,6 @@ class Benchmarker:
     def stop(self) -> None:
         self.stopping.set()
 
-    async def _caught_up(self, seq: int) -> None:
-        while not await self.runner.wait_for(seq, timeout=5.0):
-            if self.stopping.is_set():
-                raise ShuttingDown()
-            log.warning("projection_lagging", want=seq, at=self.runner.position)
-
     async def handle(self, event: Event, msg: Msg) -> None:
         """Run one benchmark (or its unmeasured cells) to its end."""
         if not isinstance(event, BenchmarkRequested):
@@ -102,7 +96,7 @@ class Benchmarker:
         return self._engines
 
     async def _run(self, event: BenchmarkRequested, attempt: int) -> None:
-        await self._caught_up(await self.bus.last_seq())
+        await self.runner.reached(await self.bus.last_seq(), self.stopping)
         with self.runner.session() as s:
             view = projection.load_job(s, event.job_id)
             model = projection.model_version(s, event.model_name, event.version)

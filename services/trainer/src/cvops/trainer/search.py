@@ -23,7 +23,7 @@ from cvops.contracts.training import Constraints, TrialMetrics
 SENSE = {"accuracy": "max", "latency": "min", "size": "min"}
 # The operators' spread, chosen on the search-quality surrogate (bench/search_surrogate.py,
 # 24 seeds on ~700 real trials): at a few dozen trials, wide steps beat the textbook's
-# near-parent children (SBX eta 15, mutation eta 20, one gene in 1/d), which stalled
+# near-parent children (SBX eta 15, mutation eta 20 on a tenth of the genes), which stalled
 # in whichever region the first generation happened to sample.
 SBX_ETA = 2.0  # crowding index of simulated binary crossover: children spread about as far
 #                as their parents are apart

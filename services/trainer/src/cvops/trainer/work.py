@@ -131,20 +131,13 @@ class Trainer:
                 engines=self._engines or ["onnxruntime-cpu"],
             )
 
-    async def _caught_up(self, seq: int) -> None:
-        """Wait until the projection holds everything up to ``seq`` (our own writes too)."""
-        while not await self.runner.wait_for(seq, timeout=5.0):
-            if self.stopping.is_set():
-                raise ShuttingDown()
-            log.warning("projection_lagging", want=seq, at=self.runner.position)
-
     # -- coordinator ---------------------------------------------------------------------------
 
     async def coordinate(self, event: Event, msg: Msg) -> None:
         """Drive one job from its request to its end (or until this instance stops)."""
         if not isinstance(event, TrainingRequested):
             return
-        await self._caught_up(await self.bus.last_seq())
+        await self.runner.reached(await self.bus.last_seq(), self.stopping)
         job = log.bind(job_id=event.job_id, correlation_id=event.correlation_id)
         while True:
             if self.stopping.is_set():
@@ -222,7 +215,7 @@ class Trainer:
                     break
                 continue
             last = max(last, ack.seq)
-        await self._caught_up(max(last, await self.bus.last_seq()))
+        await self.runner.reached(max(last, await self.bus.last_seq()), self.stopping)
 
     # -- trials --------------------------------------------------------------------------------
 
@@ -232,7 +225,7 @@ class Trainer:
             return
         # everything up to now, not just up to the request: a redelivered trial may have
         # ended after it was requested (its trainer died between publishing and acking)
-        await self._caught_up(await self.bus.last_seq())
+        await self.runner.reached(await self.bus.last_seq(), self.stopping)
         stamp = Stamp(
             now=_now(),
             actor=handlers.SERVICE,
