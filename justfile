@@ -26,6 +26,10 @@ fmt:
 typecheck:
     {{python}} -m mypy contracts/src libs/core/src libs/vision/src libs/engines/src libs/client/src services/registry/src services/gateway/src services/trainer/src services/converter/src services/benchmarker/src services/inference-router/src
 
+# pin every third-party package anew in requirements.lock (./justw installs from it)
+lock:
+    {{python}} deploy/lock.py
+
 # regenerate contracts/schemas/ from the event classes
 schemas:
     {{python}} -m cvops.contracts.schemas contracts/schemas

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from cvops.contracts import ArtifactRef, Stamp, UnknownEvent, decode, encode
+from cvops.contracts.codec import normalise_description
 from cvops.contracts.identity import UserCreated
 from cvops.contracts.registry import ModelStageChanged, ModelUploadReceived
 from cvops.contracts.schemas import render
@@ -66,3 +67,12 @@ def test_generated_schemas_are_up_to_date() -> None:
     expected = render()
     actual = {p.name: p.read_text() for p in directory.glob("*.json")}
     assert actual == expected, "stale schemas: run `./justw schemas`"
+
+
+def test_schema_descriptions_do_not_depend_on_how_a_docstring_is_indented() -> None:
+    indented = "Where a model came from.\n\n    Filled by the trainer\n    and the converter.\n    "
+    dedented = "Where a model came from.\n\nFilled by the trainer\nand the converter."
+    assert normalise_description(indented) == normalise_description(dedented)
+    assert normalise_description(dedented) == (
+        "Where a model came from.\n\nFilled by the trainer and the converter."
+    )

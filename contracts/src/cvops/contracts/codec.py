@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -78,8 +79,32 @@ def decode(data: bytes) -> Event | UnknownEvent:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON schema of every event, keyed by tag (written to contracts/schemas/)."""
+    """JSON schema of every event, keyed by tag (written to contracts/schemas/).
+
+    Descriptions come from docstrings, whose whitespace msgspec has rendered differently
+    from one release to the next (indented, then dedented): they are normalised here so
+    the generated files depend on the docstrings alone.
+    """
     out: dict[str, dict[str, Any]] = {}
     for t in sorted(_EVENT_TYPES, key=lambda t: t.tag()):
-        out[t.tag()] = msgspec.json.schema(t)
+        out[t.tag()] = _normalised(msgspec.json.schema(t))
     return out
+
+
+def normalise_description(text: str) -> str:
+    """One line per paragraph, single spaces: the same text whatever the indentation."""
+    paragraphs = (" ".join(p.split()) for p in re.split(r"\n\s*\n", text))
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+def _normalised(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: normalise_description(v)
+            if k == "description" and isinstance(v, str)
+            else _normalised(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_normalised(v) for v in node]
+    return node
