@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,59 @@ def test_probes_follow_the_settings() -> None:
     assert local.probe_of("trainer", s).port == s.trainer_metrics_port
     ext = load_settings({}, nats_url="nats://n1:4333,nats://n2:4333")
     assert local.probe_of("nats", ext) == local.Probe(4333, None)
+
+
+def test_up_waits_for_a_slow_first_start_and_then_shows_the_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However long the gateway takes (here: 6 polls answered 503), `up` waits for it while
+    its process lives, says it is still waiting, and shows the credentials once after."""
+    layout = local.Layout.of(load_settings({"CVOPS_HOME": str(tmp_path)}))
+    layout.run.mkdir(parents=True)
+    layout.pid_file("gateway").write_text(f"{os.getpid()}\n")  # a live process
+    polls: list[int] = []
+
+    class SlowGateway(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            polls.append(1)
+            if len(polls) == 6:  # the first start ends: credentials, then ready
+                (layout.home / local.CREDENTIALS).write_text("username=admin\npassword=pw\n")
+            self.send_response(200 if len(polls) >= 6 else 503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), SlowGateway)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    settings = load_settings(
+        {"CVOPS_HOME": str(tmp_path), "CVOPS_GATEWAY_PORT": str(server.server_address[1])}
+    )
+    monkeypatch.setattr(local, "GATEWAY_PATIENCE_NOTE_S", 0.0)
+    said: list[str] = []
+    try:
+        local.wait_gateway(settings, layout, said.append)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(polls) == 6
+    assert len([s for s in said if s.startswith("gateway: still starting")]) == 5
+    shown: list[str] = []
+    assert local.print_credentials_once(layout, shown.append)
+    assert "password=pw" in "\n".join(shown)
+    assert not local.print_credentials_once(layout, shown.append)  # once only
+
+
+def test_waiting_for_the_gateway_ends_when_its_process_exits(tmp_path: Path) -> None:
+    settings = load_settings(
+        {"CVOPS_HOME": str(tmp_path), "CVOPS_GATEWAY_PORT": str(_free_ports(1)[0])}
+    )
+    layout = local.Layout.of(settings)
+    layout.logs.mkdir(parents=True)
+    layout.log_file("gateway").write_text("gateway: cannot bind\n")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    layout.run.mkdir(parents=True)
+    layout.pid_file("gateway").write_text(f"{dead.pid}\n")
+    with pytest.raises(local.LaunchError, match="cannot bind"):
+        local.wait_gateway(settings, layout, print)

@@ -19,7 +19,7 @@ import tritonclient.grpc.aio as triton_grpc_aio
 from tritonclient.utils import InferenceServerException
 
 from cvops.contracts.deployment import DeploymentDegraded, DeploymentReady
-from cvops.core import Bus, Settings
+from cvops.core import Bus, Settings, local
 from cvops.inference_router import testing as t
 from cvops.inference_router.testing import Outcomes, binary_request, hammer, run, wait_event
 
@@ -63,6 +63,7 @@ async def test_kill_9_of_tritonserver_under_load_fails_fast_and_recovers(
     first = await bus.last_seq()
     pid = router.triton_pid()
     assert pid is not None
+    assert _status_row(router)[:2] == (pid, True)  # what `./justw status` lists
     os.kill(pid, signal.SIGKILL)
 
     degraded = await wait_event(bus, deployment, "degraded", after=first)
@@ -92,6 +93,16 @@ async def test_kill_9_of_tritonserver_under_load_fails_fast_and_recovers(
     assert set(grpc_codes) <= {"OK", "StatusCode.UNAVAILABLE"}, grpc_codes
     assert grpc_codes.get("OK", 0) > 0
     assert router.status()["instances"][0]["restarts"] == 1
+    assert _status_row(router)[:2] == (router.triton_pid(), True)
+
+
+def _status_row(router: t.RouterProcess) -> tuple[int | None, bool, tuple[int, ...]]:
+    """The launcher's status row of the supervised tritonserver: pid, healthy, ports."""
+    s = router.settings
+    rows = {r.process: r for r in local.status_rows(s, local.Layout.of(s))}
+    row = rows[local.TRITON]
+    assert row.ports == (s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port)
+    return row.pid, row.healthy, row.ports
 
 
 async def _grpc_load(

@@ -38,7 +38,11 @@ SERVICES = (
     "reporter",
 )
 NATS = "nats"
-GATEWAY_READY_TIMEOUT_S = 60.0
+# not started by the launcher: the inference router supervises it and writes its pid file
+TRITON = "tritonserver"
+# The gateway serves only once it has caught up with the log (its own limit: 600 s).
+GATEWAY_START_TIMEOUT_S = 900.0
+GATEWAY_PATIENCE_NOTE_S = 15.0
 STOP_TIMEOUT_S = 15.0
 CREDENTIALS = "admin.credentials"
 CREDENTIALS_PRINTED = "credentials.printed"
@@ -121,7 +125,7 @@ def _cmdline(pid: int) -> str | None:
 
 def _marker(name: str) -> str:
     """A string the process's command line contains (guards against reused pids)."""
-    return "nats-server" if name == NATS else module_of(name)
+    return {NATS: "nats-server", TRITON: "tritonserver"}.get(name, module_of(name))
 
 
 def running_pid(layout: Layout, name: str) -> int | None:
@@ -239,6 +243,7 @@ class Probe:
 
     port: int
     url: str | None
+    ports: tuple[int, ...] = ()  # every port it listens on, when more than ``port``
 
 
 def _local_host(host: str) -> str:
@@ -256,6 +261,10 @@ def probe_of(name: str, settings: Settings) -> Probe:
     if name == "gateway":
         host = _local_host(settings.gateway_host)
         return Probe(settings.gateway_port, f"http://{host}:{settings.gateway_port}/health/ready")
+    if name == TRITON:
+        port = settings.triton_http_port
+        ports = (port, settings.triton_grpc_port, settings.triton_metrics_port)
+        return Probe(port, f"http://127.0.0.1:{port}/v2/health/ready", ports)
     if name == "inference-router":
         host, port = _local_host(settings.router_host), settings.router_http_port
         return Probe(port, f"http://{host}:{port}/v2/health/ready")
@@ -292,34 +301,48 @@ class Row:
     port: int
     health: str
     healthy: bool
+    ports: tuple[int, ...] = ()
+
+
+def _supervised(name: str, settings: Settings) -> bool:
+    """Processes a service starts itself: the router's tritonserver unless Triton is remote."""
+    return name == TRITON and not settings.triton_url and installed("inference-router")
 
 
 def status_rows(settings: Settings, layout: Layout) -> list[Row]:
-    """One row per process: NATS, then every service that is installed or has a pid file."""
+    """One row per process: NATS, every service that is installed or has a pid file, and
+    the tritonserver the router supervises (from the pid file the router writes)."""
     rows = []
-    for name in (NATS, *SERVICES):
+    for name in (NATS, *SERVICES, TRITON):
         probe = probe_of(name, settings)
         if name == NATS and settings.nats_url:
             ok = tcp_reachable(settings.nats_url)
             health = f"external {'reachable' if ok else 'unreachable'}"
             rows.append(Row(NATS, None, ok, probe.port, health, ok))
             continue
+        if name == TRITON and not _supervised(name, settings):
+            continue
         pid = running_pid(layout, name)
         if pid is None and not installed(name) and recorded_pid(layout, name) is None:
             continue
         alive = pid is not None
         if not alive:
-            rows.append(Row(name, recorded_pid(layout, name), False, probe.port, "stopped", False))
+            recorded = recorded_pid(layout, name)
+            rows.append(Row(name, recorded, False, probe.port, "stopped", False, probe.ports))
             continue
         ok, text = http_health(probe.url) if probe.url else (True, "running")
-        rows.append(Row(name, pid, True, probe.port, text, ok))
+        rows.append(Row(name, pid, True, probe.port, text, ok, probe.ports))
     return rows
+
+
+def _ports(row: Row) -> str:
+    return "/".join(map(str, row.ports)) if row.ports else str(row.port or "-")
 
 
 def format_table(rows: Sequence[Row]) -> str:
     head = ("process", "pid", "alive", "port", "health")
     body = [
-        (r.process, str(r.pid or "-"), "yes" if r.alive else "no", str(r.port or "-"), r.health)
+        (r.process, str(r.pid or "-"), "yes" if r.alive else "no", _ports(r), r.health)
         for r in rows
     ]
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=True)]
@@ -418,22 +441,33 @@ def start_services(
     return started
 
 
-def wait_gateway(settings: Settings, layout: Layout, timeout: float) -> None:
-    """Wait for the gateway's /health/ready; raise LaunchError on death or timeout."""
+def wait_gateway(settings: Settings, layout: Layout, say: Callable[[str], None]) -> None:
+    """Wait for the gateway's /health/ready for as long as its process lives.
+
+    A first start on a slow machine (or a long log to catch up with) may take minutes; it
+    is waited for, with a line every ``GATEWAY_PATIENCE_NOTE_S``. Raises LaunchError when
+    the process exits, or after ``GATEWAY_START_TIMEOUT_S`` (a hung start).
+    """
     url = probe_of("gateway", settings).url
     assert url is not None
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    next_note = started + GATEWAY_PATIENCE_NOTE_S
     while True:
         ok, text = http_health(url)
         if ok:
             return
-        if running_pid(layout, "gateway") is None:
+        pid = recorded_pid(layout, "gateway")
+        if pid is None or not process_alive(pid):
             raise LaunchError(
                 f"gateway exited; last lines of {layout.log_file('gateway')}:\n"
                 f"{_tail(layout.log_file('gateway'))}"
             )
-        if time.monotonic() > deadline:
-            raise LaunchError(f"gateway not ready after {timeout:.0f} s ({text}); see its log")
+        waited = time.monotonic() - started
+        if waited > GATEWAY_START_TIMEOUT_S:
+            raise LaunchError(f"gateway not ready after {waited:.0f} s ({text}); see its log")
+        if time.monotonic() >= next_note:
+            say(f"gateway: still starting ({waited:.0f} s, {text})")
+            next_note += GATEWAY_PATIENCE_NOTE_S
         time.sleep(0.25)
 
 
@@ -467,14 +501,13 @@ def up(settings: Settings, names: Sequence[str] = SERVICES, *, wait: bool = True
     try:
         ensure_nats(settings, layout, say)
         started = start_services(settings, layout, names, say)
-        if wait and "gateway" in names and running_pid(layout, "gateway") is not None:
-            wait_gateway(settings, layout, GATEWAY_READY_TIMEOUT_S)
-            deadline = time.monotonic() + 5  # the gateway writes the file on first start
-            while not print_credentials_once(layout) and time.monotonic() < deadline:
-                if (layout.run / CREDENTIALS_PRINTED).exists():
-                    break
-                time.sleep(0.2)
+        if wait and "gateway" in names and recorded_pid(layout, "gateway") is not None:
+            wait_gateway(settings, layout, say)
         check_started(layout, started)
+        # The gateway writes the file before it answers at all (its first-start bootstrap
+        # runs before it serves), so once it is ready the file is there if this home ever
+        # had one; a start with --no-wait shows it at the next `up`.
+        print_credentials_once(layout)
     except LaunchError as err:
         print(f"error: {err}", file=sys.stderr)
         print(format_table(status_rows(settings, layout)))
@@ -492,7 +525,7 @@ def down(settings: Settings) -> int:
     if not settings.nats_url and (pid := running_pid(layout, NATS)) is not None:
         for name, how in stop_pids({NATS: pid}).items():
             print(f"{name}: {how}")
-    for name in (*SERVICES, NATS):
+    for name in (*SERVICES, NATS, TRITON):
         layout.pid_file(name).unlink(missing_ok=True)
     return 0
 

@@ -12,6 +12,7 @@ import grpc
 from aiohttp import web
 
 from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer, get_logger
+from cvops.core.local import TRITON, Layout
 from cvops.inference_router.api import MAX_BODY, KServeHttp
 from cvops.inference_router.front import FrontDoor
 from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
@@ -56,6 +57,7 @@ class Router:
                 http_port=settings.triton_http_port,
                 grpc_port=settings.triton_grpc_port,
                 metrics_port=settings.triton_metrics_port,
+                pid_file=Layout.of(settings).pid_file(TRITON),
             )
             instances = [
                 Instance(

@@ -118,6 +118,7 @@ class LocalTriton:
         metrics_port: int,
         exit_timeout_s: int = 3,
         start_timeout_s: float = 60.0,
+        pid_file: Path | None = None,
     ) -> None:
         self.repository = repository
         self.workdir = workdir
@@ -127,6 +128,7 @@ class LocalTriton:
         self.exit_timeout_s = exit_timeout_s
         self.start_timeout_s = start_timeout_s
         self.log_path = workdir / "tritonserver.log"
+        self.pid_file = pid_file  # where `./justw status` finds the server
         self.process: asyncio.subprocess.Process | None = None
         self.generation = 0
         self.restarts = 0
@@ -209,6 +211,9 @@ class LocalTriton:
             )
         finally:
             log_fh.close()
+        if self.pid_file is not None:
+            self.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            self.pid_file.write_text(f"{self.process.pid}\n")
         log.info("triton_starting", pid=self.process.pid, generation=self.generation)
         await self._wait_live()
         log.info("triton_live", pid=self.process.pid, http=self.http_url, grpc=self.grpc_url)
@@ -306,3 +311,5 @@ class LocalTriton:
         self._cleanup()
         if proc is not None and proc.returncode is None:
             await proc.wait()
+        if self.pid_file is not None:
+            self.pid_file.unlink(missing_ok=True)
