@@ -50,7 +50,7 @@ status:
 bench-events *args:
     {{python}} bench/event_path.py {{args}}
 
-# CPU engine benchmark: ORT FP32 vs torch eager, INT8 vs FP32, OpenVINO vs ORT (issue 4)
+# CPU engine benchmark: ORT FP32 vs torch eager, INT8 vs FP32, OpenVINO vs ORT
 bench-engines-cpu *args:
     {{python}} bench/engines_cpu.py {{args}}
 
@@ -70,6 +70,6 @@ bench-search *args:
 bench-search-surrogate *args:
     {{python}} bench/search_surrogate.py {{args}}
 
-# serving benchmark: router vs direct Triton vs in-process ORT, batching on/off (issue 5)
+# serving benchmark: router vs direct Triton vs in-process ORT, batching on/off
 bench-serving *args:
     {{python}} bench/serving/load.py {{args}}

@@ -1,4 +1,4 @@
-"""CPU engine benchmark (issue 4): ORT FP32 vs torch eager, ORT INT8 vs ORT FP32, OpenVINO vs ORT.
+"""CPU engine benchmark: ORT FP32 vs torch eager, ORT INT8 vs ORT FP32, OpenVINO vs ORT.
 
 Each net is trained briefly on synthetic separable images, exported, quantized (INT8 QDQ,
 per-channel, held to the 1-point accuracy gate) and converted to OpenVINO IR; then every engine of

@@ -1,4 +1,4 @@
-"""GPU engine benchmark (issue 4): torch eager FP32 vs FP16 vs torch.compile vs CUDA graphs, against
+"""GPU engine benchmark: torch eager FP32 vs FP16 vs torch.compile vs CUDA graphs, against
 a hand-tuned ``torch.compile(mode="max-autotune")`` FP16 channels-last run of the same net, side by
 side on the same card, at batch 32. ONNX Runtime CUDA/TensorRT EPs and native TensorRT join when
 present (their numbers include host<->device copies: they run through the Engine interface).

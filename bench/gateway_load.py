@@ -4,7 +4,7 @@ Each user loops without think time over a weighted mix of list models, show data
 login and a small ONNX model upload, for ``--duration`` seconds. The same generator then
 drives a bare Litestar app (one trivial JSON endpoint, uvicorn, a subprocess on this
 machine) for the same time: reads/s of the gateway over requests/s of the bare app is the
-ratio the issue asks for (target >= 0.5; p99 of reads < 100 ms; 0 errors). A reads-only
+target ratio (>= 0.5; p99 of reads < 100 ms; 0 errors). A reads-only
 phase gives the gateway's read capacity too (users in the mixed run also wait on logins
 and uploads).
 

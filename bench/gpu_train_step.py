@@ -1,6 +1,6 @@
 """Images/s of one resnet-mini training step on CUDA (fp32, AMP bf16, AMP fp16) and on CPU.
 
-Issue 3's GPU benchmark. Every row runs the trainer's own `TrainStep` (forward under autocast,
+The trainer's GPU benchmark. Every row runs the trainer's own `TrainStep` (forward under autocast,
 cross-entropy, backward, SGD step) on one synthetic batch held on the device, so data loading
 is left out and only the step is timed. Same method everywhere: build, warm up, synchronise,
 then `--repeats` timed runs of `--steps` steps each, each closed by a synchronise; the median

@@ -18,7 +18,7 @@ same configuration see the same numbers (latency noise included). Methods:
 Single objective: best val accuracy (ga-acc, ga, random vs tpe). Multi-objective: the
 hypervolume of (accuracy up, latency down) with reference (accuracy 0, the slowest latency
 any method saw on that data set and seed), ratios against random search (the anchor).
-Targets (issue 3): GA hypervolume >= random on every seed and >= NSGA-II on average; best
+Targets: GA hypervolume >= random on every seed and >= NSGA-II on average; best
 accuracy within 0.5 pt of TPE or better. Also: trials/hour of each method on this host.
 
     python bench/search_quality.py --quick          # 24 trials x 2 seeds, small sets

@@ -1,4 +1,4 @@
-"""Serving benchmark (issue 5): the router vs direct Triton vs in-process ONNX Runtime.
+"""Serving benchmark: the router vs direct Triton vs in-process ONNX Runtime.
 
 Starts a throwaway NATS and a real router (which supervises the pytriton-shipped
 tritonserver), deploys each model (random weights) twice — dynamic batching on and off —
@@ -7,7 +7,7 @@ over keep-alive HTTP, what tritonclient sends) at several concurrencies. Models:
 two-conv CNN and a 224x224 one (both nearly free to compute: they measure serving
 overhead), and a ResNet-10-shaped 224x224 classifier (a real workload). The targets of one
 cell are measured in alternating slices, so a noisy host weighs on each alike. Prints
-p50/p95/p99 and throughput per cell, then the ratios the issue asks for against the
+p50/p95/p99 and throughput per cell, then the target ratios against the
 anchors measured in the same run (direct Triton; batching off).
 
     python bench/serving/load.py --duration 3
