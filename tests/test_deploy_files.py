@@ -103,9 +103,13 @@ def test_each_service_image_runs_its_module(compose: dict[str, Any], service: st
     assert steps[0] == ("FROM", "python:3.11-slim")
     (cmd,) = [arg for op, arg in steps if op == "CMD"]
     assert json.loads(cmd) == ["python", "-m", module_of(service)]
-    installs = " ".join(arg for op, arg in steps if op == "RUN" and "pip install" in arg)
-    assert ('"torch==2.13.0"' in installs) == (service in TORCH_SERVICES)
+    pip_runs = [arg for op, arg in steps if op == "RUN" and "pip install" in arg]
+    installs = " ".join(pip_runs)
+    assert ("torch" in installs.split()) == (service in TORCH_SERVICES)
     copied = {arg.split()[0].rstrip("/") for op, arg in steps if op == "COPY"}
+    assert "requirements.lock" in copied
+    for run in pip_runs:  # the versions ./justw installs, not whatever is newest today
+        assert "-c requirements.lock" in run, f"{service}: {run!r} ignores the lock"
     members = _members()
     need = {"contracts", "libs/core", f"services/{service}"}
     if f"cvops-{service}" in members:  # the service exists: follow its real dependencies

@@ -11,9 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CVOPS_METRICS_HOST=0.0.0.0
 
 WORKDIR /src
+# every third-party version pinned, as ./justw installs them
+COPY requirements.lock ./
 # torch alone first: the heaviest layer stays cached while the sources change.
 # On Linux x86_64 PyPI's torch is the CUDA build (runs on CPU-only hosts too).
-RUN pip install "torch==2.13.0" "numpy<2"
+RUN pip install -c requirements.lock torch numpy
 
 # the workspace members this service needs (contracts and core come first)
 COPY contracts/ contracts/
@@ -21,7 +23,7 @@ COPY libs/core/ libs/core/
 COPY libs/vision/ libs/vision/
 COPY libs/engines/ libs/engines/
 COPY services/converter/ services/converter/
-RUN pip install "torch==2.13.0" "numpy<2" ./contracts ./libs/core ./libs/vision ./libs/engines ./services/converter
+RUN pip install -c requirements.lock ./contracts ./libs/core ./libs/vision ./libs/engines ./services/converter
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops

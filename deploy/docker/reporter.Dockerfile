@@ -11,11 +11,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CVOPS_METRICS_HOST=0.0.0.0
 
 WORKDIR /src
+# every third-party version pinned, as ./justw installs them
+COPY requirements.lock ./
 # the workspace members this service needs (contracts and core come first)
 COPY contracts/ contracts/
 COPY libs/core/ libs/core/
 COPY services/reporter/ services/reporter/
-RUN pip install ./contracts ./libs/core ./services/reporter
+RUN pip install -c requirements.lock ./contracts ./libs/core ./services/reporter
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops
