@@ -212,6 +212,22 @@ def test_models_upload_prints_the_verdict_and_a_progress_bar(
     assert gateway.uploads[-1].fields["input_shape"] == "3,32,32"
 
 
+@pytest.mark.parametrize("command", ["models", "datasets"])
+def test_a_viewers_upload_is_refused_before_any_progress_bar(
+    cvops: Invoke, gateway: FakeGateway, tmp_path: Path, command: str
+) -> None:
+    gateway.users["val"] = {"password": "val-pw-123", "role": "viewer", "disabled": False}
+    _login(cvops, "val", "val-pw-123")
+    result = cvops(command, "upload", str(_model_file(tmp_path, "big.zip")), "--name", "x")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        "error: forbidden: role 'viewer' may not do this (needs 'write')"
+    )
+    assert "uploading" not in result.output and "validating" not in result.output
+    assert not [r for r in gateway.requests if r.url.path == f"/{command}"]
+    _no_traceback(result)
+
+
 def test_models_upload_json_is_the_upload_result(cvops: Invoke, tmp_path: Path) -> None:
     _login(cvops)
     result = cvops("models", "upload", str(_model_file(tmp_path)), "--name", "n", "--json")
@@ -345,6 +361,29 @@ def test_events_prints_one_line_per_event_and_stops_on_until(
     docs = [msgspec.json.decode(line) for line in as_json.stdout.splitlines()]
     assert [d["seq"] for d in docs] == [11, 12]
     assert docs[1]["data"] == {"model_name": "net", "version": 1}
+
+
+def test_events_does_not_print_the_keep_alives_of_a_followed_feed(
+    cvops: Invoke, gateway: FakeGateway
+) -> None:
+    # the gateway's keep-alive is a comment with an empty data line: ": keep-alive\r\ndata: "
+    keep_alive = ": keep-alive\r\ndata: \r"
+    gateway.events["corr-7"] = sse(
+        keep_alive,
+        'id: 11\nevent: registry.model_version_added.v1\ndata: {"model_name": "net"}',
+        keep_alive,
+        "event: ping",  # an event without data
+        'id: 12\nevent: registry.model_stage_changed.v1\ndata: {"model_name": "net"}',
+        keep_alive,
+    )
+    _login(cvops)
+    result = cvops("events", "corr-7")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["11", "12"]
+    assert "message" not in result.stdout and "ping" not in result.stdout
+    as_json = cvops("events", "corr-7", "--json")
+    assert [msgspec.json.decode(line)["seq"] for line in as_json.stdout.splitlines()] == [11, 12]
 
 
 def test_health_table(cvops: Invoke) -> None:

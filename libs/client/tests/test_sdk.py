@@ -96,6 +96,28 @@ def test_model_upload_streams_the_file_in_chunks_and_reports_progress(
     assert max(b - a for (a, _), (b, _) in zip([(0, 0), *seen], seen, strict=False)) <= 64 * 1024
 
 
+def test_a_viewers_upload_is_refused_before_the_body_is_sent(
+    client: Client, gateway: FakeGateway, tmp_path: Path
+) -> None:
+    gateway.users["val"] = {"password": "val-pw-123", "role": "viewer", "disabled": False}
+    client.login("val", "val-pw-123")
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+
+    for upload in (
+        lambda: client.upload_model(_file(tmp_path, "m.onnx", 100_000), "m", progress=progress),
+        lambda: client.upload_dataset(_file(tmp_path, "d.zip", 100_000), "d", progress=progress),
+    ):
+        with pytest.raises(CvopsError) as caught:
+            upload()
+        assert (caught.value.status, caught.value.code) == (403, "forbidden")
+        assert caught.value.detail == "role 'viewer' may not do this (needs 'write')"
+    assert seen == [] and gateway.uploads == []
+    assert [r.method for r in gateway.requests if r.url.path != "/auth/me"] == ["POST"]  # login
+
+
 def test_rejected_and_pending_uploads_are_results_not_exceptions(
     client: Client, tmp_path: Path
 ) -> None:
@@ -209,6 +231,25 @@ def test_sse_parser_follows_the_event_stream_rules() -> None:
         (0, "message", {"text": "not json"}),
         (4, "message", {"value": [1, 2]}),
     ]
+
+
+def test_sse_messages_without_data_are_not_dispatched() -> None:
+    lines = [
+        ": keep-alive",  # the gateway's keep-alive: a comment and an empty data line
+        "data: ",
+        "",
+        "id: 8",
+        "event: a.b.v1",  # no data line at all
+        "",
+        "data:",
+        "data:   ",
+        "",
+        "id: 9",
+        "event: a.c.v1",
+        'data: {"x": 1}',
+        "",
+    ]
+    assert [(m.seq, m.type, m.data) for m in parse_sse(lines)] == [(9, "a.c.v1", {"x": 1})]
 
 
 def test_health_reports_ready(client: Client) -> None:

@@ -144,10 +144,10 @@ def test_a_job_the_trainer_refuses_exits_1_with_its_reason(
     cvops: Invoke, gateway: FakeGateway
 ) -> None:
     gateway.job_outcome = "failed"
-    result = cvops("train", "--dataset", "shapes", "--arch", "vgg-huge")
+    result = cvops("train", "--dataset", "shapes", "--arch", "resnet-mini")
     assert result.exit_code == 1
-    assert "job failed: unknown architecture 'vgg-huge'" in result.stderr
-    reason = "unknown architecture 'vgg-huge' (known: mobilenet-mini, resnet-mini)"
+    assert "job failed: image size 8x8 too small for resnet-mini" in result.stderr
+    reason = "image size 8x8 too small for resnet-mini (min 16)"
     assert result.stderr.strip().splitlines()[-1] == f"error: training failed: {reason}"
 
 
@@ -160,6 +160,15 @@ def test_a_request_the_gateway_refuses_exits_1_and_nothing_is_followed(
     assert not [r for r in gateway.requests if r.url.path.startswith("/events")]
     zero = cvops("train", "--dataset", "shapes", "--arch", "resnet-mini", "--budget", "0")
     assert zero.exit_code == 1 and "budget trials must be at least 1" in zero.stderr
+    # an unknown architecture is refused like a missing data set: at once, nothing followed
+    arch = cvops("train", "--dataset", "shapes", "--arch", "nosucharch")
+    assert arch.exit_code == 1
+    assert arch.stderr.strip() == (
+        "error: invalid: unknown architecture 'nosucharch'; "
+        "architectures: simple-cnn, resnet-mini, mobilenet-mini"
+    )
+    assert not [r for r in gateway.requests if r.url.path.startswith("/events")]
+    assert gateway.jobs == {}
 
 
 def test_a_viewer_may_watch_but_not_train(cvops: Invoke, gateway: FakeGateway) -> None:
@@ -244,10 +253,13 @@ def test_deploy_failure_and_bad_references(cvops: Invoke, gateway: FakeGateway) 
 def test_convert_reports_each_target_then_the_parity_table(
     cvops: Invoke, gateway: FakeGateway
 ) -> None:
-    result = cvops("convert", "net:1", "--targets", "onnx,fp16,int8,openvino,tensorrt")
+    result = cvops(
+        "convert", "net:1", "--targets", "onnx,fp16,int8,openvino,tensorrt", "--dataset", "shapes"
+    )
     assert result.exit_code == 0, result.output
     body = _sent(gateway, "POST", "/conversions")
     assert body["targets"] == ["onnx", "fp16", "int8", "openvino", "tensorrt"]
+    assert body["dataset"] == "shapes"
     log = result.stderr
     assert "onnx: produced onnx fp32, max abs error 1e-05, top-1 agreement 100.00%" in log
     assert "int8: rejected: accuracy drop 3.00 pt > 1.00 pt" in log
@@ -265,9 +277,32 @@ def test_convert_reports_each_target_then_the_parity_table(
     assert engines.exit_code == 0 and "openvino-ir" in engines.stdout
 
     gateway.conversion_outcome = "failed"
-    failed = cvops("convert", "net:1")
+    failed = cvops("convert", "net:1", "--dataset", "shapes")
     assert failed.exit_code == 1
     assert "error: conversion failed: ONNX export failed at operator aten::unique" in failed.stderr
+
+
+def test_convert_of_a_model_without_lineage_is_refused_before_any_table(
+    cvops: Invoke, gateway: FakeGateway
+) -> None:
+    result = cvops("convert", "net:1", "--targets", "onnx,openvino")  # uploaded: no lineage
+    assert result.exit_code == 1
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("error: invalid: model net:1 has no data set in its lineage")
+    assert "--dataset" in line
+    assert result.stdout == "" and gateway.conversions == {}
+
+
+def test_engine_sizes_include_the_files_beside_them(cvops: Invoke, gateway: FakeGateway) -> None:
+    converted = cvops("convert", "net:1", "--targets", "onnx,openvino", "--dataset", "shapes")
+    assert converted.exit_code == 0, converted.output
+    table = {line.split()[1]: line for line in converted.stdout.splitlines() if "│" in line}
+    assert "46.9 KiB" in table["onnx"]  # no companions
+    assert "5.4 MiB" in table["openvino"]  # 57.6 KiB of .xml + 5.3 MiB of .bin weights
+    engines = cvops("models", "artifacts", "net:1")
+    rows = {line.split()[1]: line for line in engines.stdout.splitlines() if "│" in line}
+    assert "5.4 MiB" in rows["openvino"] and "57.6 KiB" not in rows["openvino"]
+    assert "46.9 KiB" in rows["onnx"]
 
 
 def test_bench_prints_rows_and_the_recommendation_or_the_closest_miss(
@@ -299,6 +334,23 @@ def test_bench_prints_rows_and_the_recommendation_or_the_closest_miss(
 
 
 # -- the pieces under the commands --------------------------------------------------------
+
+
+def test_a_batcher_without_preferred_sizes_says_none(cvops: Invoke, gateway: FakeGateway) -> None:
+    made = cvops("bench", "net:1", "--p95-ms", "20", "--batch-sizes", "1,8", "--json")
+    view = msgspec.json.decode(made.stdout, type=BenchmarkView)
+    assert view.recommendation is not None and view.recommendation.batcher is not None
+    no_preferred = msgspec.structs.replace(view.recommendation.batcher, preferred_batch_sizes=[])
+    view.recommendation = msgspec.structs.replace(view.recommendation, batcher=no_preferred)
+    gateway.benchmarks[view.job_id] = view
+    shown = cvops("benchmarks", "show", view.job_id)
+    assert shown.exit_code == 0, shown.output
+    assert "max batch 8, preferred none, queue delay 500 us" in shown.stdout
+    assert "preferred ," not in shown.stdout
+
+    deployed = cvops("deploy", "net:1", "--name", "batched", "--max-batch-size", "8")
+    assert deployed.exit_code == 0, deployed.output
+    assert "max 8, preferred none, queue delay" in cvops("deployments", "show", "batched").stdout
 
 
 def test_training_progress_draws_a_bar_per_generation_and_trial_and_counts_a_trial_once(

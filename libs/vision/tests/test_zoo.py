@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from cvops.contracts import training as contracts_training
 from cvops.vision import (
     ARCHITECTURES,
     Normalization,
@@ -78,6 +79,11 @@ def test_dropout_is_active_in_training_only():
     assert torch.equal(model(x), model(x))
     model.train()
     assert not torch.equal(model(x), model(x))
+
+
+def test_the_zoo_builds_exactly_the_architectures_the_contracts_name():
+    # the gateway refuses a training request for any other name without importing torch
+    assert tuple(ARCHITECTURES) == contracts_training.ARCHITECTURES
 
 
 def test_architectures_carry_metadata_and_search_hints():

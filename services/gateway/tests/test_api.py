@@ -21,7 +21,12 @@ from cvops.contracts.identity import RoleChanged
 from cvops.core import STREAM, ArtifactStore, Bus, dump_rows, rebuild_projection, sqlite_engine
 from cvops.gateway import projection as views
 from cvops.gateway.service import user_subjects
-from cvops.gateway.testing import PASSWORD, Platform
+from cvops.gateway.testing import (
+    PASSWORD,
+    Platform,
+    observed_statuses,
+    undeclared_statuses,
+)
 
 RANK = {"viewer": 0, "engineer": 1, "admin": 2}
 ROLES = [None, "viewer", "engineer", "admin"]
@@ -173,7 +178,12 @@ ROUTES = [
         "/conversions",
         "engineer",
         lambda p: "/conversions",
-        json=lambda p: {"model_name": p.model, "version": 1, "targets": ["onnx", "int8"]},
+        json=lambda p: {
+            "model_name": p.model,
+            "version": 1,
+            "targets": ["onnx", "int8"],
+            "dataset": p.dataset,
+        },
     ),
     Route(
         "GET", "/conversions/{job_id:str}", "viewer", lambda p: f"/conversions/{p.conversion_id}"
@@ -213,19 +223,26 @@ def test_every_route_of_the_app_is_in_the_permission_matrix(platform: Platform) 
     assert served == {(r.method, r.template) for r in ROUTES}
 
 
+async def call_route(
+    client: httpx.AsyncClient, p: Platform, route: Route, role: str | None
+) -> httpx.Response:
+    """One call of a matrix route as ``role`` (None: anonymous)."""
+    call: dict[str, Any] = {"path": route.path(p), "headers": p.headers(role)}
+    if route.prepare:
+        call.update(await route.prepare(client, p, role))
+    kwargs: dict[str, Any] = {"headers": call["headers"]}
+    if route.json:
+        kwargs["json"] = route.json(p)
+    if route.form:
+        kwargs.update(_upload_files(route.form))
+    return await client.request(route.method, call["path"], **kwargs)
+
+
 @pytest.mark.parametrize("role", ROLES, ids=lambda r: r or "anonymous")
 @pytest.mark.parametrize("route", ROUTES, ids=lambda r: r.id)
 async def test_permission_matrix(platform: Platform, route: Route, role: str | None) -> None:
     async with httpx.AsyncClient(base_url=platform.url, timeout=30) as client:
-        call: dict[str, Any] = {"path": route.path(platform), "headers": platform.headers(role)}
-        if route.prepare:
-            call.update(await route.prepare(client, platform, role))
-        kwargs: dict[str, Any] = {"headers": call["headers"]}
-        if route.json:
-            kwargs["json"] = route.json(platform)
-        if route.form:
-            kwargs.update(_upload_files(route.form))
-        response = await client.request(route.method, call["path"], **kwargs)
+        response = await call_route(client, platform, route, role)
 
     allowed = route.needs is None or (role is not None and RANK[role] >= RANK[route.needs])
     if allowed and route.form:
@@ -573,6 +590,25 @@ async def test_rebuilt_projection_has_identical_rows(
     rebuilt = sqlite_engine(target)
     assert dump_rows(rebuilt, views.metadata) == before
     rebuilt.dispose()
+
+
+async def test_the_document_declares_every_status_the_route_tests_observe(
+    platform: Platform,
+) -> None:
+    """Run last in this module: what the matrix gets for every role (anonymous too), and
+    every status the gateway answered the tests above, is declared for its operation in
+    /schema/openapi.json (which clients are generated from)."""
+    observed: dict[tuple[str, str], set[int]] = {}
+    async with httpx.AsyncClient(base_url=platform.url, timeout=30) as client:
+        for route in ROUTES:
+            for role in ROLES:
+                response = await call_route(client, platform, route, role)
+                observed.setdefault((route.method, route.template), set()).add(response.status_code)
+        document = (await client.get("/schema/openapi.json")).json()
+    assert observed[("POST", "/users")] >= {201, 401, 403}
+    for key, statuses in observed_statuses(platform.gateway).items():
+        observed.setdefault(key, set()).update(statuses)
+    assert undeclared_statuses(document, observed) == []
 
 
 # -- helpers ---------------------------------------------------------------------------

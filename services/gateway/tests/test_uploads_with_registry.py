@@ -24,7 +24,7 @@ import pytest
 
 from cvops.core import ArtifactStore, Bus
 from cvops.core.testing import start_service
-from cvops.gateway.testing import Platform
+from cvops.gateway.testing import Platform, observed_statuses, undeclared_statuses
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("cvops.registry") is None, reason="cvops-registry is not installed"
@@ -179,3 +179,13 @@ async def test_npz_dataset_is_validated_and_zip_slip_is_rejected(
         refused = await upload(client, platform, "dataset", name, "slip.zip", slip.getvalue())
         assert refused.status_code == 422 and refused.json()["reason"], refused.text
     assert await gone(ArtifactStore(bus), slip.getvalue())
+
+
+async def test_the_document_declares_every_status_this_module_observed(
+    platform: Platform,
+) -> None:
+    """Run last in this module: the registry's verdicts (201 validated, 422 rejected) and every
+    other status the tests above got are declared in /schema/openapi.json."""
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        document = (await client.get("/schema/openapi.json")).json()
+    assert undeclared_statuses(document, observed_statuses(platform.gateway)) == []

@@ -52,7 +52,12 @@ from cvops.contracts.training import (
 )
 from cvops.core import Bus, dump_rows, rebuild_projection, sqlite_engine
 from cvops.gateway import projection as views
-from cvops.gateway.testing import PASSWORD, Platform
+from cvops.gateway.testing import (
+    PASSWORD,
+    Platform,
+    observed_statuses,
+    undeclared_statuses,
+)
 
 REF = ArtifactRef(sha256="cd" * 32, size=2048, filename="trial.onnx")
 METRICS = TrialMetrics(accuracy=0.93, latency_ms=0.8, size_bytes=2048, parameters=5000, epochs=1)
@@ -283,6 +288,11 @@ async def test_a_job_shows_the_trainers_events_in_its_view_and_its_feed(
     ("change", "status", "reason"),
     [
         ({"dataset": "no-such-data"}, 422, "unknown data set 'no-such-data'"),
+        (
+            {"arch": "nosucharch"},
+            422,
+            "unknown architecture 'nosucharch'; architectures: simple-cnn, resnet-mini",
+        ),
         ({"budget": {"trials": 0}}, 422, "budget trials must be at least 1"),
         (
             {"search_space": {"lr": {"kind": "float", "low": 0.5, "high": 0.1}}},
@@ -423,10 +433,23 @@ async def test_conversion_targets_and_a_benchmark_show_their_results(
         assert (
             await client.post("/conversions", json=body, headers=engineer)
         ).status_code == status
+    # the seeded model was uploaded: no data set in its lineage, so the request must name one
+    no_lineage = await client.post(
+        "/conversions", json={"model_name": model, "version": 1}, headers=engineer
+    )
+    assert no_lineage.status_code == 422, no_lineage.text
+    assert no_lineage.json()["error"] == "invalid"
+    assert "no data set in its lineage" in no_lineage.json()["detail"]
+    assert "--dataset" in no_lineage.json()["detail"]
 
     made = await client.post(
         "/conversions",
-        json={"model_name": model, "version": 1, "targets": ["onnx", "tensorrt"]},
+        json={
+            "model_name": model,
+            "version": 1,
+            "targets": ["onnx", "tensorrt"],
+            "dataset": platform.dataset,
+        },
         headers=engineer,
     )
     assert made.status_code == 201, made.text
@@ -557,3 +580,15 @@ async def test_the_rebuilt_projection_has_the_same_jobs_deployments_and_engines(
     rebuilt = sqlite_engine(target)
     assert dump_rows(rebuilt, views.metadata) == before
     rebuilt.dispose()
+
+
+async def test_the_document_declares_every_status_this_module_observed(
+    platform: Platform, client: httpx.AsyncClient
+) -> None:
+    """Run last in this module: every status the gateway answered the tests above (404, 409,
+    422, 429...) is declared for its operation in /schema/openapi.json."""
+    document = (await client.get("/schema/openapi.json")).json()
+    observed = observed_statuses(platform.gateway)
+    assert 409 in observed[("POST", "/jobs/{job_id}/cancel")]
+    assert 429 in observed[("POST", "/jobs")]
+    assert undeclared_statuses(document, observed) == []

@@ -10,7 +10,7 @@ import msgspec
 import pytest
 from sqlalchemy.orm import Session
 
-from cvops.contracts import ArtifactRef, Event, Stamp
+from cvops.contracts import ArtifactRef, Event, Lineage, Stamp
 from cvops.contracts.api import (
     CreateBenchmark,
     CreateConversion,
@@ -44,6 +44,7 @@ from cvops.contracts.deployment import (
 )
 from cvops.contracts.registry import ImageStats, ModelUploadReceived, ModelVersionAdded, SplitCounts
 from cvops.contracts.training import (
+    ARCHITECTURES,
     Budget,
     Constraints,
     GenerationCompleted,
@@ -71,6 +72,7 @@ from cvops.gateway.handlers import Conflict, Forbidden, Invalid, JobState, NotFo
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STAMP = Stamp(now=NOW, actor="eng", correlation_id="req-1")
 REF = ArtifactRef(sha256="ab" * 32, size=3, filename="m.onnx")
+WEIGHTS = ArtifactRef(sha256="cd" * 32, size=5000, filename="m.onnx.data")  # external data
 DATASET = DatasetView(
     name="shapes",
     owner="eng",
@@ -171,6 +173,17 @@ def test_a_training_request_needs_a_validated_data_set() -> None:
         handlers.request_training(pinned, dataset_rejection=None, **args)
 
 
+def test_an_unknown_architecture_is_refused_at_once_naming_the_known_ones() -> None:
+    with pytest.raises(Invalid) as refused:
+        train(arch="nosucharch")
+    assert str(refused.value) == (
+        "unknown architecture 'nosucharch'; architectures: simple-cnn, resnet-mini, mobilenet-mini"
+    )
+    for arch in ARCHITECTURES:
+        (event,) = train(arch=arch)
+        assert isinstance(event, TrainingRequested) and event.arch == arch
+
+
 def test_gpu_quotas_count_only_cuda_jobs_per_user_then_per_role() -> None:
     args = {"username": "eng", "role": "engineer", "per_user": 2, "per_role": 3}
     handlers.check_gpu_quota("cpu", user_running=9, role_running=9, **args)  # type: ignore[arg-type]
@@ -248,6 +261,23 @@ def test_conversion_targets_expand_tensorrt_and_refuse_unknown_ones() -> None:
         handlers.request_conversion(body, job_id="c", version=version(), dataset=None, stamp=STAMP)
     with pytest.raises(NotFound):
         handlers.request_conversion(body, job_id="c", version=None, dataset=None, stamp=STAMP)
+
+
+def test_a_conversion_of_a_model_without_lineage_needs_a_data_set() -> None:
+    uploaded = version()  # an upload: no data set in its lineage
+    body = CreateConversion(model_name="net", version=1)
+    with pytest.raises(Invalid, match=r"net:1 has no data set in its lineage.*--dataset"):
+        handlers.request_conversion(body, job_id="c", version=uploaded, dataset=None, stamp=STAMP)
+    named = CreateConversion(model_name="net", version=1, dataset="shapes")
+    (event,) = handlers.request_conversion(
+        named, job_id="c", version=uploaded, dataset=DATASET, stamp=STAMP
+    )
+    assert isinstance(event, ConversionRequested) and event.dataset == "shapes"
+    trained = msgspec.structs.replace(uploaded, lineage=Lineage(dataset="shapes"))
+    (event,) = handlers.request_conversion(
+        body, job_id="c", version=trained, dataset=None, stamp=STAMP
+    )
+    assert isinstance(event, ConversionRequested) and event.dataset is None
 
 
 def test_benchmark_requests_check_sizes_sla_and_the_conversion_job() -> None:
@@ -437,6 +467,7 @@ def work_log() -> list[Event]:
             **conv,
             target="onnx",
             artifact=REF,
+            companions=[WEIGHTS],
             format="onnx",
             precision="fp32",
             parity=PARITY,
@@ -527,6 +558,8 @@ def test_work_events_fold_into_rows_and_applying_them_twice_changes_nothing(
     ]
     assert conversion.targets[0].parity == PARITY
     assert [(a.target, a.precision) for a in artifacts] == [("onnx", "fp32")]
+    # the files beside an engine reach both reads, so its size on disk can be shown
+    assert conversion.targets[0].companions == artifacts[0].companions == [WEIGHTS]
 
     assert benchmark is not None and benchmark.status == "completed"
     assert [(r.engine, r.p95_ms) for r in benchmark.rows] == [("onnxruntime-cpu", 2.0)]

@@ -355,6 +355,7 @@ class ConversionTargetView(msgspec.Struct, kw_only=True):
     format: str | None = None
     precision: str | None = None
     artifact: ArtifactRef | None = None
+    companions: list[ArtifactRef] = []  # files beside ``artifact`` (OpenVINO's .bin)
     parity: ParityNumbers | None = None
     gate: GateResult | None = None
     excluded_layers: list[str] = []

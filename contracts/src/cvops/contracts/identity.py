@@ -2,12 +2,44 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Literal
 
 from cvops.contracts.envelope import Event
 
 Role = Literal["admin", "engineer", "viewer"]
 ROLES: tuple[Role, ...] = ("admin", "engineer", "viewer")
+
+
+class Permission(enum.StrEnum):
+    """What a route needs; roles are sets of these (the README's permission matrix)."""
+
+    READ = "read"  # models, data sets, versions, artifacts, event feeds, jobs, deployments
+    OWN_TOKENS = "own_tokens"  # /auth/me and your own API tokens
+    WRITE = "write"  # upload models and data sets, change stages
+    TRAIN = "train"  # start training jobs, cancel your own (admins: anyone's)
+    CONVERT = "convert"  # start conversions and benchmarks
+    DEPLOY = "deploy"  # deploy, update and retire deployments
+    MANAGE_USERS = "manage_users"  # create users, change roles, passwords, disable
+
+
+_ENGINEER = frozenset(
+    {
+        Permission.READ,
+        Permission.OWN_TOKENS,
+        Permission.WRITE,
+        Permission.TRAIN,
+        Permission.CONVERT,
+        Permission.DEPLOY,
+    }
+)
+# The gateway's guards enforce this; the client reads it to refuse early (an upload before
+# its body is sent).
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    "viewer": frozenset({Permission.READ, Permission.OWN_TOKENS}),
+    "engineer": _ENGINEER,
+    "admin": frozenset(Permission),
+}
 
 
 class UserCreated(Event, tag="identity.user_created.v1"):

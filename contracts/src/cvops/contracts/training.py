@@ -16,6 +16,9 @@ from cvops.contracts.envelope import Event
 ParamKind = Literal["float", "log_float", "int", "categorical"]
 Objective = Literal["accuracy", "latency", "size"]
 OBJECTIVES: tuple[Objective, ...] = ("accuracy", "latency", "size")
+# The model zoo's architectures (``cvops.vision.zoo`` builds them and its tests hold the two
+# equal), here so that the gateway can refuse an unknown one without importing torch.
+ARCHITECTURES: tuple[str, ...] = ("simple-cnn", "resnet-mini", "mobilenet-mini")
 SearchMode = Literal["pareto", "weighted"]
 JobType = Literal["search", "single"]
 DevicePreference = Literal["auto", "cpu", "cuda"]

@@ -43,7 +43,7 @@ from cvops.contracts.conversion import CALIBRATION_METHODS
 from cvops.contracts.deployment import ENGINES
 from cvops.contracts.identity import ROLES
 from cvops.contracts.registry import STAGES
-from cvops.contracts.training import Budget, Constraints, ParamSpec
+from cvops.contracts.training import ARCHITECTURES, Budget, Constraints, ParamSpec
 
 EXIT_API_ERROR = 1
 EXIT_USAGE = 2
@@ -356,24 +356,36 @@ def tokens_revoke(token_id: str) -> None:
 
 @contextmanager
 def _transfer_bar(label: str, done_label: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; yields the callback the SDK reports bytes to."""
-    console = Console(stderr=True)
-    with Progress(
+    """A progress bar on stderr; yields the callback the SDK reports bytes to.
+
+    The bar shows from the first byte on: a request refused before any is sent (a role
+    that may not upload) leaves no bar behind its error line.
+    """
+    bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(binary_units=True),
         TransferSpeedColumn(),
         TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task(label, total=None)
+        console=Console(stderr=True),
+    )
+    task = bar.add_task(label, total=None)
+    started = False
 
-        def report(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total or None)
-            if total and done >= total:
-                bar.update(task, description=done_label)
+    def report(done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total or None)
+        if total and done >= total:
+            bar.update(task, description=done_label)
 
+    try:
         yield report
+    finally:
+        if started:
+            bar.stop()
 
 
 def _upload_outcome(result: UploadResult, as_json: bool) -> None:
@@ -717,7 +729,7 @@ def _watch_job(client: Client, job: JobView, as_json: bool) -> None:
 @cli.command()
 @click.option("--dataset", required=True, help="Registered data set to train on.")
 @click.option("--dataset-version", type=click.IntRange(min=1), help="Default: the newest.")
-@click.option("--arch", required=True, help="Zoo architecture: simple-cnn, resnet-mini, ...")
+@click.option("--arch", required=True, help=f"Zoo architecture: {', '.join(ARCHITECTURES)}.")
 @click.option("--budget", type=int, help="Number of trials.")
 @click.option("--population", type=int, help="Individuals per generation.")
 @click.option("--generations", type=int, help="Generations of the search.")
@@ -1043,7 +1055,11 @@ def deployments_retire(name: str, detach: bool, as_json: bool) -> None:
     show_default=True,
     help="Accuracy gate, in points.",
 )
-@click.option("--dataset", help="Validation/calibration data (default: the model's lineage).")
+@click.option(
+    "--dataset",
+    help="Validation/calibration data (default: the model's lineage; an uploaded model has "
+    "none, so name one).",
+)
 @click.option("--validation-images", type=click.IntRange(min=1), help="Cap on parity images.")
 @click.option("--detach", is_flag=True, help="Start the conversion and return.")
 @json_option

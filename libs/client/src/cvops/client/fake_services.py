@@ -79,6 +79,9 @@ from cvops.contracts.training import (
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ONNX = ArtifactRef(sha256="ef" * 32, size=48_000, filename="model.onnx")
+# OpenVINO IR: a small .xml graph and the .bin weights beside it (a companion)
+OPENVINO_XML = ArtifactRef(sha256="e1" * 32, size=59_000, filename="model.xml")
+OPENVINO_BIN = ArtifactRef(sha256="e2" * 32, size=5_600_000, filename="model.bin")
 
 
 @dataclass
@@ -148,7 +151,7 @@ def training(
     )
     events: list[Event] = [request]
     if outcome == "failed":
-        reason = f"unknown architecture {body.arch!r} (known: mobilenet-mini, resnet-mini)"
+        reason = f"image size 8x8 too small for {body.arch} (min 16)"
         events.append(TrainingFailed(**trainer.envelope("failed"), job_id=job_id, reason=reason))
         view.status, view.reason, view.finished_at = "failed", reason, T0
         return Story(feed(events), view)
@@ -515,7 +518,10 @@ def conversion(
             )
         else:
             precision = _PRECISION.get(target, "fp32")
-            fmt = "openvino-ir" if target.startswith("openvino") else "onnx"
+            openvino = target.startswith("openvino")
+            fmt = "openvino-ir" if openvino else "onnx"
+            artifact = OPENVINO_XML if openvino else ONNX
+            companions = [OPENVINO_BIN] if openvino else []
             gate = GateResult(
                 passed=True,
                 reason="within the gate",
@@ -527,7 +533,8 @@ def conversion(
                 **converter.envelope(target),
                 **ids,
                 target=target,  # type: ignore[arg-type]
-                artifact=ONNX,
+                artifact=artifact,
+                companions=companions,
                 format=fmt,
                 precision=precision,
                 parity=parity,
@@ -544,7 +551,8 @@ def conversion(
                     status="produced",
                     format=fmt,
                     precision=precision,
-                    artifact=ONNX,
+                    artifact=artifact,
+                    companions=companions,
                     parity=parity,
                     gate=gate,
                 )
@@ -555,7 +563,8 @@ def conversion(
                     target=target,
                     format=fmt,
                     precision=precision,
-                    artifact=ONNX,
+                    artifact=artifact,
+                    companions=companions,
                     parity=parity,
                     gate=gate,
                     dataset="shapes",

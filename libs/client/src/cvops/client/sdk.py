@@ -50,7 +50,7 @@ from cvops.contracts.api import (
     UploadResult,
     UserView,
 )
-from cvops.contracts.identity import Role
+from cvops.contracts.identity import ROLE_PERMISSIONS, Permission, Role
 from cvops.contracts.registry import Stage
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -255,6 +255,23 @@ class Client:
         """The user the current token belongs to."""
         return self._call("GET", "/auth/me", UserView)
 
+    def require(self, permission: Permission) -> UserView:
+        """Check that the current user's role grants ``permission`` (before a costly request).
+
+        Returns:
+            the current user.
+
+        Raises:
+            CvopsError: 403 ``forbidden``, as the gateway would answer, when the role lacks
+                it (401 when the token is not accepted).
+        """
+        user = self.me()
+        if permission not in ROLE_PERMISSIONS[user.role]:
+            raise CvopsError(
+                403, "forbidden", f"role {user.role!r} may not do this (needs {permission.value!r})"
+            )
+        return user
+
     def create_token(self, label: str = "") -> TokenCreated:
         """Issue an API token for the current user; the secret is in the answer only."""
         return self._call(
@@ -322,6 +339,10 @@ class Client:
         Returns:
             the upload's outcome: ``validated`` (with the version), ``rejected`` (with the
             reason) or ``pending`` (follow ``correlation_id`` with :meth:`events`).
+
+        Raises:
+            CvopsError: 403 ``forbidden`` before any byte is sent when the user's role may
+                not upload (see :meth:`require`).
         """
         fields = {"name": name, "description": description}
         if architecture:
@@ -418,6 +439,9 @@ class Client:
 
         Returns:
             the upload's outcome, as for :meth:`upload_model`.
+
+        Raises:
+            CvopsError: as for :meth:`upload_model`.
         """
         fields = {"name": name, "description": description, "seed": str(seed)}
         return self._upload("/datasets", path, fields, progress)
@@ -599,6 +623,9 @@ class Client:
         fields: dict[str, str],
         progress: Progress | None,
     ) -> UploadResult:
+        # The gateway refuses a role without the permission before it reads the body, but
+        # only once the body has been sent: ask first, and do not send it in vain.
+        self.require(Permission.WRITE)
         path = Path(path)
         media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         with path.open("rb") as raw:

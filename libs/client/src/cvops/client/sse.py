@@ -2,7 +2,9 @@
 
 Follows the WHATWG event-stream rules the gateway relies on: ``id:`` carries the stream
 sequence, ``event:`` the event type, ``data:`` (possibly several lines) the JSON event; a
-blank line ends a message; lines starting with ``:`` are keep-alive comments.
+blank line ends a message; lines starting with ``:`` are keep-alive comments. A message
+without data, or with blank data only (the gateway's keep-alive is ``: keep-alive`` plus an
+empty ``data:`` line), is not dispatched.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def parse_sse(lines: Iterable[str]) -> Iterator[ServerSentEvent]:
     for raw in lines:
         line = raw.rstrip("\r\n")
         if not line:
-            if data:
+            if "\n".join(data).strip():  # as WHATWG: an empty data buffer dispatches nothing
                 yield ServerSentEvent(_seq(event_id), event_type or "message", _decode(data))
             event_id, event_type, data = "", "", []
             continue

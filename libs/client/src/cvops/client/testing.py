@@ -42,6 +42,7 @@ from cvops.contracts.api import (
 )
 from cvops.contracts.common import ArtifactRef, TensorSpec
 from cvops.contracts.registry import ImageStats, SplitCounts
+from cvops.contracts.training import ARCHITECTURES
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ADMIN_PASSWORD = "admin-pass-123"
@@ -259,6 +260,8 @@ class FakeGateway:
     # -- uploads ------------------------------------------------------------------------
 
     def upload(self, request: httpx.Request, user: str) -> httpx.Response:
+        if refused := self._writer(user):  # the body was sent all the same
+            return refused
         response = self._upload(request, user)
         if response.status_code in (201, 202, 422) and b"upload_id" in response.content:
             result = msgspec.json.decode(response.content, type=UploadResult)
@@ -468,6 +471,10 @@ class FakeGateway:
         if refused := self._writer(user):
             return refused
         body = msgspec.json.decode(request.content, type=CreateJob)
+        if body.arch not in ARCHITECTURES:
+            known = ", ".join(ARCHITECTURES)
+            why = f"unknown architecture {body.arch!r}; architectures: {known}"
+            return _error(422, "invalid", why)
         if body.dataset not in self.datasets:
             return _error(422, "invalid", f"unknown data set {body.dataset!r}")
         if body.budget.trials == 0:
@@ -553,9 +560,17 @@ class FakeGateway:
         if refused := self._writer(user):
             return refused
         body = msgspec.json.decode(request.content, type=CreateConversion)
-        if self._version(body.model_name, str(body.version)) is None:
+        found = self._version(body.model_name, str(body.version))
+        if found is None:
             return _error(
                 404, "not_found", f"model {body.model_name!r} has no version {body.version}"
+            )
+        if not (body.dataset or found.lineage.dataset):
+            return _error(
+                422,
+                "invalid",
+                f"model {body.model_name}:{body.version} has no data set in its lineage: "
+                "name one (dataset; cvops convert --dataset NAME)",
             )
         job_id, cid = self._new_id("conv")
         story = fake_services.conversion(

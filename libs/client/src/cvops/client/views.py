@@ -27,7 +27,7 @@ from cvops.contracts.api import (
     UploadResult,
     UserView,
 )
-from cvops.contracts.common import TensorSpec
+from cvops.contracts.common import ArtifactRef, TensorSpec
 from cvops.contracts.conversion import BenchmarkRow
 from cvops.contracts.training import TrialSummary
 
@@ -49,6 +49,12 @@ def size(n: int) -> str:
             return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{n} B"
+
+
+def files_size(artifact: ArtifactRef, companions: Iterable[ArtifactRef] = ()) -> str:
+    """An engine's size on disk: its file and the ones that lie beside it (OpenVINO's
+    ``.bin`` weights next to the ``.xml``, ONNX external data)."""
+    return size(artifact.size + sum(c.size for c in companions))
 
 
 def count(n: int | None) -> str:
@@ -493,6 +499,11 @@ def deployments_table(deployments: list[DeploymentView]) -> Table:
     return table
 
 
+def _preferred(batch_sizes: list[int]) -> str:
+    """A batcher's preferred batch sizes; ``none`` when it has none (it batches up to max)."""
+    return ",".join(map(str, batch_sizes)) or "none"
+
+
 def deployment_view(d: DeploymentView) -> RenderableType:
     rows: list[tuple[str, object]] = [
         ("deployment", d.deployment),
@@ -506,8 +517,7 @@ def deployment_view(d: DeploymentView) -> RenderableType:
             "batching",
             "off"
             if d.max_batch_size == 0
-            else f"max {d.max_batch_size}, preferred "
-            f"{','.join(map(str, d.preferred_batch_sizes)) or '-'}, "
+            else f"max {d.max_batch_size}, preferred {_preferred(d.preferred_batch_sizes)}, "
             f"queue delay {d.max_queue_delay_us} us",
         ),
         ("instances", ", ".join(d.instances) or "-"),
@@ -557,7 +567,7 @@ def conversion_table(conversion: ConversionView) -> Table:
             t.status,
             t.format or "-",
             t.precision or "-",
-            size(t.artifact.size) if t.artifact else "-",
+            files_size(t.artifact, t.companions) if t.artifact else "-",
             _sci(p.max_abs_error) if p else "-",
             percent(p.top1_agreement) if p else "-",
             percent(p.candidate_accuracy) if p else "-",
@@ -585,7 +595,7 @@ def engine_artifacts_table(artifacts: list[EngineArtifactView]) -> Table:
             a.target,
             a.format,
             a.precision,
-            size(a.artifact.size),
+            files_size(a.artifact, a.companions),
             _sci(a.parity.max_abs_error),
             percent(a.parity.top1_agreement),
             _drop(a.parity.accuracy_drop),
@@ -663,9 +673,8 @@ def recommendation_view(rec: BenchmarkRecommendation) -> RenderableType:
         rows.append(
             (
                 "Triton batcher",
-                f"max batch {b.max_batch_size}, preferred "
-                f"{','.join(map(str, b.preferred_batch_sizes))}, queue delay "
-                f"{b.max_queue_delay_us} us",
+                f"max batch {b.max_batch_size}, preferred {_preferred(b.preferred_batch_sizes)}, "
+                f"queue delay {b.max_queue_delay_us} us",
             )
         )
     return fields(rows, title="Recommendation")

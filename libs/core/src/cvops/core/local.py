@@ -264,7 +264,9 @@ def probe_of(name: str, settings: Settings) -> Probe:
     if name == TRITON:
         port = settings.triton_http_port
         ports = (port, settings.triton_grpc_port, settings.triton_metrics_port)
-        return Probe(port, f"http://127.0.0.1:{port}/v2/health/ready", ports)
+        # live, not ready: strict readiness also fails while any loaded model is not ready,
+        # which the router reports per deployment
+        return Probe(port, f"http://127.0.0.1:{port}/v2/health/live", ports)
     if name == "inference-router":
         host, port = _local_host(settings.router_host), settings.router_http_port
         return Probe(port, f"http://{host}:{port}/v2/health/ready")

@@ -186,6 +186,8 @@ def _default_space(width: tuple[float, float]) -> dict[str, dict[str, Any]]:
     }
 
 
+# Named in ``cvops.contracts.training.ARCHITECTURES`` too (the gateway checks requests against
+# it without torch); the zoo's tests hold the two equal.
 ARCHITECTURES: dict[str, ArchSpec] = {
     spec.name: spec
     for spec in (

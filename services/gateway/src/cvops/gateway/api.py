@@ -10,10 +10,10 @@ from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIType,
-    Operation,
     RequestBody,
     Schema,
 )
@@ -33,6 +33,7 @@ from cvops.contracts.api import (
     DatasetView,
     DeploymentView,
     EngineArtifactView,
+    ErrorBody,
     Health,
     JobCreated,
     JobStatus,
@@ -52,6 +53,7 @@ from cvops.contracts.api import (
 from cvops.gateway import projection as views
 from cvops.gateway.auth import Permission, Principal, allow
 from cvops.gateway.handlers import Invalid, NotFound
+from cvops.gateway.openapi import GatewayOperation, refusal, refusals
 from cvops.gateway.service import GatewayService, NotAuthenticated
 from cvops.gateway.uploads import UploadForm, read_form
 
@@ -94,8 +96,9 @@ _INT = Schema(type=OpenAPIType.INTEGER)
 
 
 @dataclass
-class ModelUploadOperation(Operation):
+class ModelUploadOperation(GatewayOperation):
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.request_body = _multipart(
             {
                 "architecture": _TEXT,
@@ -107,9 +110,54 @@ class ModelUploadOperation(Operation):
 
 
 @dataclass
-class DatasetUploadOperation(Operation):
+class DatasetUploadOperation(GatewayOperation):
     def __post_init__(self) -> None:
+        super().__post_init__()
         self.request_body = _multipart({"description": _TEXT, "seed": _INT})
+
+
+# What an upload answers besides 201 validated: the registry's verdict or the form's faults.
+_VERDICT_OR_REFUSAL: Any = UploadResult | ErrorBody
+UPLOAD_RESPONSES = {
+    202: ResponseSpec(
+        UploadResult,
+        generate_examples=False,
+        description="Pending: the registry gave no verdict in time; follow /events/{id}",
+    ),
+    422: ResponseSpec(
+        _VERDICT_OR_REFUSAL,
+        generate_examples=False,
+        description=(
+            "Rejected by the registry (an upload result with the reason), or a form field is "
+            "invalid (the one error shape)"
+        ),
+    ),
+    400: refusal(400, "The body is not a well-formed multipart/form-data form"),
+    413: refusal(413, "The file is over the upload limit (max_upload_bytes); nothing was stored"),
+}
+ARTIFACT_BYTES = ResponseSpec(
+    bytes,
+    generate_examples=False,
+    media_type="application/octet-stream",
+    description=(
+        "The file, streamed; Content-Type is the one recorded at upload, X-Content-Sha256 its "
+        "digest"
+    ),
+)
+EVENT_STREAM = ResponseSpec(
+    str,
+    generate_examples=False,
+    media_type="text/event-stream",
+    description=(
+        "Server-Sent Events: per message `event:` the event type, `data:` the event JSON, "
+        "`id:` its stream sequence; comment lines are keep-alives"
+    ),
+)
+NOT_READY = ResponseSpec(
+    Health,
+    generate_examples=False,
+    description="Not ready: the same body, with the failing checks",
+)
 
 
 def correlation_id(request: Request[Any, Any, Any]) -> str:
@@ -121,7 +169,11 @@ class AuthController(Controller):
     path = "/auth"
     tags = ["auth"]
 
-    @post("/login", status_code=200)
+    @post(
+        "/login",
+        status_code=200,
+        responses={401: refusal(401, "Wrong username or password, or the user is disabled")},
+    )
     async def login(
         self, request: Request[Any, Any, State], data: LoginRequest, service: GatewayService
     ) -> LoginResponse:
@@ -162,7 +214,7 @@ class AuthController(Controller):
         with service.runner.session() as s:
             return views.list_tokens(s, request.user.username)
 
-    @delete("/tokens/{token_id:str}", status_code=204, guards=[own_tokens])
+    @delete("/tokens/{token_id:str}", status_code=204, guards=[own_tokens], responses=refusals(404))
     async def revoke_token(
         self, request: AuthRequest, token_id: str, service: GatewayService
     ) -> None:
@@ -175,7 +227,7 @@ class UsersController(Controller):
     tags = ["users"]
     guards = [manage_users]
 
-    @post("/", status_code=201)
+    @post("/", status_code=201, responses=refusals(409, 422))
     async def create_user(
         self, request: AuthRequest, data: CreateUser, service: GatewayService
     ) -> UserView:
@@ -188,12 +240,12 @@ class UsersController(Controller):
         with service.runner.session() as s:
             return views.list_users(s)
 
-    @get("/{username:str}")
+    @get("/{username:str}", responses=refusals(404))
     async def show_user(self, username: str, service: GatewayService) -> UserView:
         """One user."""
         return service.user(username)
 
-    @patch("/{username:str}")
+    @patch("/{username:str}", responses=refusals(404, 409, 422))
     async def update_user(
         self, request: AuthRequest, username: str, data: UpdateUser, service: GatewayService
     ) -> UserView:
@@ -221,6 +273,7 @@ class ModelsController(Controller):
         guards=[write],
         request_max_body_size=None,
         operation_class=ModelUploadOperation,
+        responses=UPLOAD_RESPONSES,
     )
     async def upload_model(
         self, request: AuthRequest, service: GatewayService
@@ -247,7 +300,7 @@ class ModelsController(Controller):
         with service.runner.session() as s:
             return views.list_models(s)
 
-    @get("/{name:str}")
+    @get("/{name:str}", responses=refusals(404))
     async def show_model(self, name: str, service: GatewayService) -> ModelView:
         """A model with all its versions."""
         with service.runner.session() as s:
@@ -256,7 +309,7 @@ class ModelsController(Controller):
             raise NotFound(f"no model {name!r}")
         return model
 
-    @get("/{name:str}/versions")
+    @get("/{name:str}/versions", responses=refusals(404))
     async def list_versions(self, name: str, service: GatewayService) -> list[ModelVersionView]:
         """The versions of a model, oldest first."""
         with service.runner.session() as s:
@@ -265,7 +318,7 @@ class ModelsController(Controller):
             raise NotFound(f"no model {name!r}")
         return versions
 
-    @get("/{name:str}/versions/{version:int}")
+    @get("/{name:str}/versions/{version:int}", responses=refusals(404))
     async def show_version(
         self, name: str, version: int, service: GatewayService
     ) -> ModelVersionView:
@@ -276,7 +329,12 @@ class ModelsController(Controller):
             raise NotFound(f"model {name!r} has no version {version}")
         return found
 
-    @post("/{name:str}/versions/{version:int}/stage", status_code=200, guards=[write])
+    @post(
+        "/{name:str}/versions/{version:int}/stage",
+        status_code=200,
+        guards=[write],
+        responses=refusals(404, 409, 422),
+    )
     async def change_stage(
         self,
         request: AuthRequest,
@@ -290,7 +348,7 @@ class ModelsController(Controller):
             request.user, name, version, data.stage, correlation_id(request)
         )
 
-    @get("/{name:str}/versions/{version:int}/artifacts")
+    @get("/{name:str}/versions/{version:int}/artifacts", responses=refusals(404))
     async def engine_artifacts(
         self, name: str, version: int, service: GatewayService
     ) -> list[EngineArtifactView]:
@@ -302,7 +360,10 @@ class ModelsController(Controller):
             raise NotFound(f"model {name!r} has no version {version}")
         return artifacts
 
-    @get("/{name:str}/versions/{version:int}/artifact")
+    @get(
+        "/{name:str}/versions/{version:int}/artifact",
+        responses={200: ARTIFACT_BYTES, **refusals(404)},
+    )
     async def download(self, name: str, version: int, service: GatewayService) -> Stream:
         """The version's file, streamed."""
         with service.runner.session() as s:
@@ -334,6 +395,7 @@ class DatasetsController(Controller):
         guards=[write],
         request_max_body_size=None,
         operation_class=DatasetUploadOperation,
+        responses=UPLOAD_RESPONSES,
     )
     async def upload_dataset(
         self, request: AuthRequest, service: GatewayService
@@ -358,7 +420,7 @@ class DatasetsController(Controller):
         with service.runner.session() as s:
             return views.list_datasets(s)
 
-    @get("/{name:str}")
+    @get("/{name:str}", responses=refusals(404))
     async def show_dataset(self, name: str, service: GatewayService) -> DatasetView:
         """A data set's latest version: classes, counts, image sizes, splits."""
         with service.runner.session() as s:
@@ -373,7 +435,7 @@ class JobsController(Controller):
     tags = ["training"]
     guards = [read]
 
-    @post("/", status_code=201, guards=[train])
+    @post("/", status_code=201, guards=[train], responses=refusals(422, 429))
     async def create_job(
         self, request: AuthRequest, data: CreateJob, service: GatewayService
     ) -> JobCreated:
@@ -389,7 +451,7 @@ class JobsController(Controller):
         """
         return await service.create_job(request.user, data, correlation_id(request))
 
-    @get("/")
+    @get("/", responses=refusals(422))
     async def list_jobs(
         self, service: GatewayService, status: JobStatus | None = None
     ) -> list[JobSummary]:
@@ -397,12 +459,14 @@ class JobsController(Controller):
         with service.runner.session() as s:
             return views.list_jobs(s, status)
 
-    @get("/{job_id:str}")
+    @get("/{job_id:str}", responses=refusals(404))
     async def show_job(self, job_id: str, service: GatewayService) -> JobView:
         """A job: status, request, plan, generations, trials with metrics, front, models."""
         return service.job(job_id)
 
-    @post("/{job_id:str}/cancel", status_code=202, guards=[train])
+    @post(
+        "/{job_id:str}/cancel", status_code=202, guards=[train], responses=refusals(403, 404, 409)
+    )
     async def cancel_job(
         self, request: AuthRequest, job_id: str, service: GatewayService
     ) -> JobView:
@@ -419,7 +483,7 @@ class DeploymentsController(Controller):
     tags = ["deployments"]
     guards = [read]
 
-    @post("/", status_code=202, guards=[deploy])
+    @post("/", status_code=202, guards=[deploy], responses=refusals(404, 422))
     async def create_deployment(
         self, request: AuthRequest, data: CreateDeployment, service: GatewayService
     ) -> DeploymentView:
@@ -437,12 +501,12 @@ class DeploymentsController(Controller):
         with service.runner.session() as s:
             return views.list_deployments(s)
 
-    @get("/{name:str}")
+    @get("/{name:str}", responses=refusals(404))
     async def show_deployment(self, name: str, service: GatewayService) -> DeploymentView:
         """One deployment: its spec, status and the version it serves."""
         return service.deployment(name)
 
-    @delete("/{name:str}", status_code=202, guards=[deploy])
+    @delete("/{name:str}", status_code=202, guards=[deploy], responses=refusals(404, 409))
     async def retire_deployment(
         self, request: AuthRequest, name: str, service: GatewayService
     ) -> DeploymentView:
@@ -455,7 +519,7 @@ class ConversionsController(Controller):
     tags = ["conversions"]
     guards = [read]
 
-    @post("/conversions", status_code=201, guards=[convert])
+    @post("/conversions", status_code=201, guards=[convert], responses=refusals(404, 422))
     async def create_conversion(
         self, request: AuthRequest, data: CreateConversion, service: GatewayService
     ) -> JobCreated:
@@ -466,7 +530,7 @@ class ConversionsController(Controller):
         """
         return await service.convert(request.user, data, correlation_id(request))
 
-    @get("/conversions/{job_id:str}")
+    @get("/conversions/{job_id:str}", responses=refusals(404))
     async def show_conversion(self, job_id: str, service: GatewayService) -> ConversionView:
         """A conversion: each target produced (with parity), rejected (why) or unavailable."""
         with service.runner.session() as s:
@@ -475,14 +539,14 @@ class ConversionsController(Controller):
             raise NotFound(f"no conversion {job_id!r}")
         return found
 
-    @post("/benchmarks", status_code=201, guards=[convert])
+    @post("/benchmarks", status_code=201, guards=[convert], responses=refusals(404, 422))
     async def create_benchmark(
         self, request: AuthRequest, data: CreateBenchmark, service: GatewayService
     ) -> JobCreated:
         """Benchmark every engine of a model version and recommend one under the SLA."""
         return await service.benchmark(request.user, data, correlation_id(request))
 
-    @get("/benchmarks/{job_id:str}")
+    @get("/benchmarks/{job_id:str}", responses=refusals(404))
     async def show_benchmark(self, job_id: str, service: GatewayService) -> BenchmarkView:
         """A benchmark: the measured rows and the recommendation."""
         with service.runner.session() as s:
@@ -497,12 +561,12 @@ class EventsController(Controller):
     tags = ["events"]
     guards = [read]
 
-    @get("/uploads/{upload_id:str}")
+    @get("/uploads/{upload_id:str}", responses=refusals(404))
     async def show_upload(self, upload_id: str, service: GatewayService) -> UploadResult:
         """The state of an upload (pending until the registry's verdict)."""
         return service.upload(upload_id)
 
-    @get("/events/{correlation_id:str}")
+    @get("/events/{correlation_id:str}", responses={200: EVENT_STREAM, **refusals(422)})
     async def events(
         self,
         correlation_id: str,
@@ -540,7 +604,7 @@ class HealthController(Controller):
         """The process answers."""
         return Health(status="ok")
 
-    @get("/health/ready")
+    @get("/health/ready", responses={503: NOT_READY})
     async def ready(self, service: GatewayService) -> Response[Health]:
         """Ready when NATS is connected and the projection has caught up with the log.
 

@@ -36,6 +36,7 @@ from cvops.gateway.auth import (
 )
 from cvops.gateway.errors import EXCEPTION_HANDLERS
 from cvops.gateway.metrics import GatewayMetrics
+from cvops.gateway.openapi import document_routes, schema_router
 from cvops.gateway.service import GatewayService
 
 log = get_logger(__name__)
@@ -93,7 +94,7 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         openapi_config=OpenAPIConfig(
             title="cvops gateway",
             version="0.1.0",
-            path="/schema",
+            openapi_router=schema_router(),
             components=Components(
                 security_schemes={
                     "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="token")
@@ -103,6 +104,7 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         ),
         debug=False,
     )
+    document_routes(app)
     # Outermost layers (around routing, so 404/405 are counted and carry the id too).
     app.asgi_handler = with_correlation_id(metrics.middleware(app.asgi_handler))
     return app
@@ -135,7 +137,7 @@ async def bootstrap_admin(service: GatewayService) -> Path | None:
 
     The first event is appended with expected-last-subject-sequence 0 on the ``admin``
     aggregate, so of two gateways starting at once only one succeeds. The winner writes
-    ``<home>/admin.credentials`` (mode 0600) and prints it once.
+    ``<home>/admin.credentials`` (mode 0600); ``./justw up`` shows it once.
 
     Returns:
         The credentials file, or None when nothing was bootstrapped.
@@ -173,6 +175,7 @@ async def bootstrap_admin(service: GatewayService) -> Path | None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(text)
-    print(f"cvops admin created; credentials in {path}:\n{text}", flush=True)
+    # Only where the secrets are: stdout is the service's log file, which others may read.
+    print(f"cvops admin created; credentials in {path} (mode 0600)", flush=True)
     log.info("admin_bootstrapped", credentials=str(path))
     return path

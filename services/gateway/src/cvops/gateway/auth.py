@@ -2,13 +2,12 @@
 
 Tokens are random secrets shown once; the log and the projection keep only their sha256.
 Authentication is a middleware (anonymous -> 401); authorization is a guard per route
-(a plain function raising ``PermissionDeniedException`` -> 403).
+(``allow(permission)``, raising ``PermissionDeniedException`` -> 403).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import hashlib
 import secrets
 from datetime import UTC, datetime
@@ -22,40 +21,11 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import Guard
 
-from cvops.contracts.identity import Role
+from cvops.contracts.identity import ROLE_PERMISSIONS, Permission, Role
 
 TOKEN_PREFIX = "cvops_"
 # Paths anyone may call: probes, metrics, the OpenAPI document and the login itself.
 PUBLIC_PATHS = [r"^/health/", r"^/metrics$", r"^/schema", r"^/auth/login$"]
-
-
-class Permission(enum.StrEnum):
-    """What a route needs; roles are sets of these (the README's permission matrix)."""
-
-    READ = "read"  # models, data sets, versions, artifacts, event feeds, jobs, deployments
-    OWN_TOKENS = "own_tokens"  # /auth/me and your own API tokens
-    WRITE = "write"  # upload models and data sets, change stages
-    TRAIN = "train"  # start training jobs, cancel your own (admins: anyone's)
-    CONVERT = "convert"  # start conversions and benchmarks
-    DEPLOY = "deploy"  # deploy, update and retire deployments
-    MANAGE_USERS = "manage_users"  # create users, change roles, passwords, disable
-
-
-_ENGINEER = frozenset(
-    {
-        Permission.READ,
-        Permission.OWN_TOKENS,
-        Permission.WRITE,
-        Permission.TRAIN,
-        Permission.CONVERT,
-        Permission.DEPLOY,
-    }
-)
-ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    "viewer": frozenset({Permission.READ, Permission.OWN_TOKENS}),
-    "engineer": _ENGINEER,
-    "admin": frozenset(Permission),
-}
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -136,17 +106,32 @@ class BearerAuthentication(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=token)
 
 
-def allow(permission: Permission) -> Guard:
+class Allow:
     """A guard letting through callers whose role grants ``permission``."""
 
-    def guard(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
+    __slots__ = ("permission",)
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    def __call__(self, connection: ASGIConnection, _handler: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if not isinstance(principal, Principal):
             raise NotAuthorizedException("not authenticated")
-        if not principal.may(permission):
+        if not principal.may(self.permission):
             raise PermissionDeniedException(
-                f"role {principal.role!r} may not do this (needs {permission.value!r})"
+                f"role {principal.role!r} may not do this (needs {self.permission.value!r})"
             )
 
-    guard.__name__ = f"allow_{permission.value}"
-    return guard
+    @property
+    def grants_every_role(self) -> bool:
+        """Whether no role is refused (so the guard never answers 403)."""
+        return all(self.permission in granted for granted in ROLE_PERMISSIONS.values())
+
+    def __repr__(self) -> str:
+        return f"allow_{self.permission.value}"
+
+
+def allow(permission: Permission) -> Guard:
+    """A guard letting through callers whose role grants ``permission``."""
+    return Allow(permission)

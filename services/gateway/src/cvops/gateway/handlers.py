@@ -49,6 +49,7 @@ from cvops.contracts.identity import (
 )
 from cvops.contracts.registry import STAGES, ModelStageChanged, Stage
 from cvops.contracts.training import (
+    ARCHITECTURES,
     OBJECTIVES,
     Budget,
     ParamSpec,
@@ -412,10 +413,14 @@ def request_training(
 ) -> list[Event]:
     """A training job request, after the checks that need no model code.
 
-    The trainer checks the rest (architecture, hyperparameter names and limits, image size)
-    and answers ``training.failed`` with the reason.
+    The trainer checks the rest (hyperparameter names and limits, image size) and answers
+    ``training.failed`` with the reason.
     """
     check_name(body.arch, "architecture")
+    if body.arch not in ARCHITECTURES:
+        raise Invalid(
+            f"unknown architecture {body.arch!r}; architectures: {', '.join(ARCHITECTURES)}"
+        )
     if body.model_name is not None:
         check_name(body.model_name, "model name")
     if dataset is None:
@@ -656,6 +661,12 @@ def request_conversion(
         )
     _positive(body.max_accuracy_drop, "max_accuracy_drop", allow_zero=True)
     _dataset_named(body.dataset, body.dataset_version, dataset)
+    if not (body.dataset or version.lineage.dataset):  # as the converter chooses
+        raise Invalid(
+            f"model {body.model_name}:{body.version} has no data set in its lineage (it was "
+            "uploaded, not trained here): name one to validate and calibrate the engines with "
+            "(dataset; cvops convert --dataset NAME)"
+        )
     _at_least_one(body.validation_images, "validation_images")
     if body.opset < 7:
         raise Invalid(f"opset must be at least 7, got {body.opset}")

@@ -997,6 +997,7 @@ def fold_conversion(session: Session, event: Event, seq: int, at: str) -> None:
                 format=event.format,
                 precision=event.precision,
                 artifact=event.artifact,
+                companions=list(event.companions),
                 parity=event.parity,
                 gate=event.gate,
                 excluded_layers=list(event.excluded_layers),

@@ -6,10 +6,13 @@ Used by the gateway's tests and by cross-service scenarios; cheap argon2 paramet
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import uvicorn
@@ -18,6 +21,7 @@ from litestar import Litestar
 
 from cvops.core import Settings
 from cvops.gateway.app import create_app
+from cvops.gateway.openapi import is_viewer_page
 from cvops.gateway.service import GatewayService
 
 # argon2 with the cheapest parameters: the tests check behaviour, not hash strength
@@ -97,3 +101,41 @@ class Platform:
 
     def headers(self, role: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[role]}"} if role else {}
+
+
+def observed_statuses(gateway: RunningGateway) -> dict[tuple[str, str], set[int]]:
+    """Every status the gateway has answered, by (method, route template): what the tests that
+    used it observed, read from its own request counter (``cvops_gateway_requests_total``)."""
+    observed: dict[tuple[str, str], set[int]] = {}
+    for metric in gateway.service.metrics.registry.collect():
+        for sample in metric.samples:
+            if sample.name == "cvops_gateway_requests_total" and sample.value > 0:
+                key = (sample.labels["method"], sample.labels["route"])
+                observed.setdefault(key, set()).add(int(sample.labels["status"]))
+    return observed
+
+
+def undeclared_statuses(
+    document: Mapping[str, Any], observed: Mapping[tuple[str, str], Iterable[int]]
+) -> list[str]:
+    """The observed statuses an OpenAPI document does not declare for their operation.
+
+    ``observed`` maps (method, route template) to statuses; a template may carry Litestar's
+    parameter types (``/jobs/{job_id:str}``). One line per gap, like ``GET /jobs/{job_id}:
+    404`` or ``GET /x: not in the document``. Not held to the document: requests no route
+    matched, 405 (a method the route does not have), server failures (5xx) and the pages
+    under /schema that render the document for people.
+    """
+    gaps: list[str] = []
+    for (method, template), statuses in sorted(observed.items()):
+        path = re.sub(r":[^}]*}", "}", template)
+        checked = {status for status in statuses if status < 500 and status != 405}
+        if not checked or path == "unmatched" or method == "OPTIONS" or is_viewer_page(path):
+            continue
+        operation = document.get("paths", {}).get(path, {}).get(method.lower())
+        if operation is None:
+            gaps.append(f"{method} {path}: not in the document")
+            continue
+        declared = {int(status) for status in operation.get("responses", {})}
+        gaps.extend(f"{method} {path}: {status}" for status in sorted(checked - declared))
+    return gaps
