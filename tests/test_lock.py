@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import sysconfig
 import tomllib
 from pathlib import Path
 
@@ -47,9 +48,12 @@ def test_every_declared_requirement_is_pinned_within_its_range() -> None:
 
 def test_the_installed_versions_are_the_pinned_ones() -> None:
     pins = lock.read_lock(ROOT / "requirements.lock")
+    # Only what pip installed into the environment: setuptools puts its own vendored copies
+    # (packaging, zipp…) on sys.path once imported, and those are not installs.
+    paths = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
     installed = {
         lock.normalise(d.metadata["Name"]): d.version.split("+", 1)[0]
-        for d in importlib.metadata.distributions()
+        for d in importlib.metadata.distributions(path=paths)
     }
     drift = {n: (v, installed[n]) for n, v in pins.items() if n in installed and installed[n] != v}
     assert not drift, (
