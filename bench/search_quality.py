@@ -21,6 +21,9 @@ any method saw on that data set and seed), ratios against random search (the anc
 Targets: GA hypervolume >= random on every seed and >= NSGA-II on average; best
 accuracy within 0.5 pt of TPE or better. Also: trials/hour of each method on this host.
 
+Data: the bundled ``digits`` and ``shapes`` (``cvops.vision.bundled``; ``shapes`` is the
+registry's bundled set, from the same generator, fewer images and at 16x16).
+
     python bench/search_quality.py --quick          # 24 trials x 2 seeds, small sets
     python bench/search_quality.py                  # 24 trials x 3 seeds
     python bench/search_quality.py --json out.json
@@ -98,6 +101,8 @@ class Mode:
     shapes_count: int
 
     def sets(self) -> dict[str, dict[str, Any]]:
+        """The bundled sets users get: ``shapes`` is drawn by the registry's generator
+        (``cvops.vision_shapes``), here ``shapes_count`` images at 16x16, seed 0."""
         return {
             "digits": bundled.digits_npz(size=self.digits_size),
             "shapes": bundled.shapes_npz(self.shapes_count, 16),

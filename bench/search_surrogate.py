@@ -15,6 +15,17 @@ chosen; ``search_quality.py`` is where they are confirmed on real training.
     python bench/search_surrogate.py --seeds 48 --methods ga,random,nsga2
     python bench/search_surrogate.py pruning               # the pruning rule on the real rows
     python bench/search_surrogate.py collect shapes 400    # more real rows (slow)
+
+Which set the rows describe: every row ``collect`` writes carries the fingerprint of the data
+set it was measured on (``data``: sha256 of x, y and classes). The older rows carry none;
+``UNMARKED_ROWS`` says which set they were measured on. The digits rows were measured on
+today's ``digits``. The 346 shapes rows in ``bench/data/search_trials_shapes.jsonl`` were
+measured on an earlier, libs/vision-only ``shapes`` generator (10 axis-aligned masks:
+circle, square, triangle, ring, cross, diamond, hbar, vbar, x, frame) that users never got;
+``shapes`` is now the registry's bundled set. The surrogate still fits its shapes forests to
+those rows, and every run that uses them prints a note: its shapes figures describe the
+earlier set. ``collect`` refuses to add rows of the current set to a file of another set;
+move the file aside and collect anew to measure the bundled set.
 """
 
 from __future__ import annotations
@@ -36,11 +47,23 @@ from cvops.trainer import search, space
 from cvops.vision.data import CanonicalDataset
 from cvops.vision.zoo import build_model, parameter_count
 
-DATA = Path(__file__).parent / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "bench" / "data"
 MODE = sq.FULL  # the rows were made with search_quality.py's full run's training
 EPOCHS = MODE.epochs
 ACCURACY_NOISE = 0.01  # sd of a configuration's val accuracy between seeds, roughly
 LATENCY_NOISE = 0.05  # relative sd of a latency measurement
+
+
+# The data set the rows without a ``data`` fingerprint were measured on (see the docstring):
+# its fingerprint and what it was.
+UNMARKED_ROWS = {
+    "digits": ("1c4d276af78c6a13", "cvops.vision.bundled.digits_npz(size=16), as today"),
+    "shapes": (
+        "e39c85164c20639f",
+        "2,000 16x16 images of an earlier libs/vision-only generator that users never got",
+    ),
+}
 
 
 def load_sets(names: list[str]) -> dict[str, CanonicalDataset]:
@@ -49,17 +72,52 @@ def load_sets(names: list[str]) -> dict[str, CanonicalDataset]:
     return {n: CanonicalDataset.from_arrays(arrays[n], source=n) for n in names}
 
 
+def fingerprint(ds: CanonicalDataset) -> str:
+    """Which data set a row was measured on: sha256 of x, y and classes (16 hex digits)."""
+    digest = hashlib.sha256()
+    for part in (ds.x, ds.y, np.asarray(ds.classes, dtype=str)):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.hexdigest()[:16]
+
+
 def rows_path(name: str) -> Path:
     return DATA / f"search_trials_{name}.jsonl"
+
+
+def read_rows(name: str) -> list[dict[str, Any]]:
+    path = rows_path(name)
+    return [json.loads(line) for line in path.open()] if path.exists() else []
+
+
+def other_set_note(name: str, rows: list[dict[str, Any]], current: str) -> str | None:
+    """A note when some of the rows were measured on another data set than ``current``."""
+    unmarked, what = UNMARKED_ROWS.get(name, ("", ""))
+    other = [r for r in rows if r.get("data", unmarked) != current]
+    if not other:
+        return None
+    earlier = f" ({what})" if any("data" not in r for r in other) else ""
+    return (
+        f"note: {len(other)} of the {len(rows)} {name} rows in "
+        f"{rows_path(name).relative_to(ROOT)} were measured on another data set than "
+        f"today's `{name}`{earlier}; the {name} figures describe that set. Move the file "
+        f"aside and `collect {name} N` to measure the current one."
+    )
 
 
 def collect(name: str, count: int) -> None:
     """Append ``count`` real trials of uniformly random configurations to the data set's rows."""
     datasets = load_sets([name])
+    current = fingerprint(datasets[name])
+    existing = read_rows(name)
+    if other_set_note(name, existing, current):
+        sys.exit(
+            f"{rows_path(name).relative_to(ROOT)}: its rows were measured on another data set "
+            f"than today's `{name}`; move the file aside to collect rows of the current set"
+        )
     space_ = sq.search_space(datasets[name])
     evaluate = sq.Evaluator(datasets, EPOCHS, MODE.batches)
     path = rows_path(name)
-    done = sum(1 for _ in path.open()) if path.exists() else 0
+    done = len(existing)
     rng = np.random.default_rng(1000 + done)
     with path.open("a") as out:
         for i in range(count):
@@ -71,6 +129,7 @@ def collect(name: str, count: int) -> None:
                 "latency_ms": result.latency_ms,
                 "parameters": result.parameters,
                 "curve": curve,
+                "data": current,
             }
             out.write(json.dumps(row) + "\n")
             out.flush()
@@ -87,8 +146,12 @@ class Surrogate(sq.Evaluator):
         self.forests: dict[str, tuple[RandomForestRegressor, RandomForestRegressor]] = {}
         self.rows: dict[str, int] = {}
         self.parameters: dict[tuple[str, float, int], int] = {}
+        self.notes: list[str] = []
         for name in datasets:
-            rows = [json.loads(line) for line in rows_path(name).open()]
+            rows = read_rows(name)
+            note = other_set_note(name, rows, fingerprint(datasets[name]))
+            if note:
+                self.notes.append(note)
             rows = [r for r in rows if r["accuracy"] is not None and len(r["curve"]) == EPOCHS]
             x = np.array([self.features(r["config"]) for r in rows])
             curves = RandomForestRegressor(200, min_samples_leaf=2, random_state=0)
@@ -135,8 +198,12 @@ def pruning(names: list[str], draws: int = 4000) -> None:
     its peers (or in their top quarter), on the real rows: a trial and eight finished peers
     drawn at random, the rule asked after each epoch, with and without its first-half grace."""
     rng = np.random.default_rng(0)
+    datasets = load_sets(names)
     for name in names:
-        rows = [json.loads(line) for line in rows_path(name).open()]
+        rows = read_rows(name)
+        note = other_set_note(name, rows, fingerprint(datasets[name]))
+        if note:
+            print(note, flush=True)
         curves = np.array([r["curve"] for r in rows if r["accuracy"] is not None])
         for first_epoch in (1, math.ceil(EPOCHS / 2)):
             stopped = best = top = saved = 0
@@ -174,6 +241,8 @@ def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str,
         f"forests on {', '.join(f'{n} {surrogate.rows[n]} trials' for n in names)}",
         flush=True,
     )
+    for note in surrogate.notes:
+        print(note, flush=True)
     runs = []
     started = time.perf_counter()
     for name in names:
@@ -189,6 +258,10 @@ def compare(names: list[str], seeds: list[int], methods: list[str]) -> dict[str,
                     runs.append(sq.run_optuna(m, surrogate, name, seed, trials, pop, space_))
     figures = sq.report(runs, seeds, names, show_rate=False)
     print(f"{len(runs)} searches in {time.perf_counter() - started:.0f} s (trials/h: not real)")
+    for note in surrogate.notes:  # again below the table, where the figures are read
+        print(note, flush=True)
+    if surrogate.notes:
+        figures["notes"] = surrogate.notes
     return figures
 
 

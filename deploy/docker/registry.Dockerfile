@@ -20,8 +20,9 @@ RUN pip install -c requirements.lock torch numpy
 # the workspace members this service needs (contracts and core come first)
 COPY contracts/ contracts/
 COPY libs/core/ libs/core/
+COPY libs/vision/ libs/vision/
 COPY services/registry/ services/registry/
-RUN pip install -c requirements.lock ./contracts ./libs/core ./services/registry
+RUN pip install -c requirements.lock ./contracts ./libs/core ./libs/vision ./services/registry
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops

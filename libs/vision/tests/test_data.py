@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from cvops.vision import (
     preprocess,
     save_npz,
 )
-from cvops.vision.bundled import SHAPE_CLASSES, digits_npz, shapes_npz
+from cvops.vision.bundled import SHAPES, digits_npz, shapes_npz
 
 
 def test_synthetic_npz_loads_as_a_canonical_data_set(tiny: CanonicalDataset):
@@ -159,10 +162,34 @@ def test_bundled_digits_are_a_16x16_grayscale_canonical_set():
 def test_bundled_shapes_are_balanced_rgb_and_reproducible():
     arrays = shapes_npz(n=200, size=24, seed=3)
     ds = CanonicalDataset.from_arrays(arrays)
-    assert ds.x.shape == (200, 24, 24, 3) and ds.classes == list(SHAPE_CLASSES)
+    assert ds.x.shape == (200, 24, 24, 3) and ds.classes == list(SHAPES)
     assert np.bincount(ds.y).tolist() == [20] * 10
     np.testing.assert_array_equal(shapes_npz(n=200, size=24, seed=3)["x"], ds.x)
     assert not np.array_equal(shapes_npz(n=200, size=24, seed=4)["x"], ds.x)
+
+
+# sha256 of x, y and classes of shapes_arrays() (3,000 images, 32x32, seed 0): the set the
+# registry publishes as `shapes`. Existing event logs hold it under that name, and a changed
+# generator would give new installs a different set under the same name and event ids.
+BUNDLED_SHAPES_SHA256 = "ecd92234621132954d4a665efa4d7537326c77c5f35fcdf4afabc13b5a04005f"
+
+
+def test_shapes_npz_is_the_registrys_bundled_set_byte_for_byte():
+    arrays = shapes_npz()
+    digest = hashlib.sha256()
+    for key in ("x", "y", "classes"):
+        digest.update(np.ascontiguousarray(arrays[key]).tobytes())
+    assert digest.hexdigest() == BUNDLED_SHAPES_SHA256, "the bundled shapes set changed"
+    assert arrays["x"].shape == (3000, 32, 32, 3) and arrays["classes"].tolist() == list(SHAPES)
+    ds = CanonicalDataset.from_arrays(arrays)
+    assert ds.train_idx.size + ds.val_idx.size + ds.test_idx.size == 3000
+
+
+def test_the_shapes_generator_imports_without_torch():
+    # the registry's main process imports it and must not load torch
+    code = "import sys, cvops.vision_shapes; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_resizing_a_data_set_keeps_labels_splits_and_content(tiny: CanonicalDataset):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -237,8 +238,10 @@ class UploadValidator:
                 known = bundled.name in view.dataset_names(s) or view.upload(s, upload_id)
             if known:
                 continue
-            work = self.workdir / subject_token(upload_id)
-            work.mkdir(parents=True, exist_ok=True)
+            # a directory of this call's own: instances sharing a home must not remove
+            # each other's file mid-upload
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            work = Path(tempfile.mkdtemp(prefix=f"{subject_token(upload_id)}-", dir=self.workdir))
             try:
                 path = await asyncio.to_thread(bundled.write, work / f"{bundled.name}.npz")
                 ref = await self.store.put_file(path, media_type=NPZ, filename=path.name)
