@@ -6,10 +6,13 @@ runs), one with the server default (fsync every two minutes) — and measures on
   raw publish     js.publish of the pre-encoded payloads, a window of outstanding acks
   raw consume     pull fetch in batches of the same stream, one ack per batch
   Bus.publish     cvops append (encode, Nats-Msg-Id dedupe header, expected stream)
-  projection      ProjectionRunner catch-up of a small SQLite projection from seq 1
+  projection      ProjectionRunner catch-up from seq 1 of a small SQLite projection: an
+                  aggregate table (cvops.core.aggregates: load, evolve, upsert), and for
+                  comparison the same rows written by hand per event (statement built per
+                  event, or one prebuilt statement bound per event through the Session)
 
-and prints the ratios: projection catch-up / raw consume (target >= 0.5) and the cost of
-durability (publish rate with fsync always / server default).
+and prints the ratios: aggregate-table catch-up / raw consume (target >= 0.5) and the cost
+of durability (publish rate with fsync always / server default).
 
     python bench/event_path.py --n 20000 [--window 256] [--json]
 """
@@ -28,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from sqlalchemy import Column, Integer, MetaData, String, Table
@@ -35,7 +39,14 @@ from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp, decode, encode
 from cvops.contracts.identity import UserCreated
-from cvops.core import Bus, ProjectionRunner, load_settings
+from cvops.core import (
+    Aggregates,
+    AggregateTable,
+    Bus,
+    Projection,
+    ProjectionRunner,
+    load_settings,
+)
 from cvops.core.accel import host_fingerprint
 from cvops.core.logging import configure_logging
 from cvops.core.natsd import start_nats, stop_process
@@ -44,9 +55,38 @@ RAW_STREAM = "BENCH_RAW"
 RAW_PREFIX = "bench.raw"
 
 
+class UserState(msgspec.Struct, frozen=True):
+    """The aggregate the bench folds: one per user."""
+
+    username: str
+    role: str
+
+
+def evolve_user(state: UserState | None, event: Event) -> UserState | None:
+    match event:
+        case UserCreated(username=u, role=r):
+            return UserState(username=u, role=r)
+    return state
+
+
+def aggregate_projection() -> Aggregates:
+    """The projection under test: users as an aggregate table, keyed by name, role indexed."""
+    metadata = MetaData()
+    users = AggregateTable(
+        metadata,
+        "users",
+        UserState,
+        key=[Column("username", String)],
+        key_of=lambda e: (e.username,) if isinstance(e, UserCreated) else None,
+        evolve=evolve_user,
+        columns=[Column("role", String, index=True)],
+    )
+    return Aggregates("bench-users-aggregate", metadata, [users])
+
+
 class UsersProjection:
-    """A small projection: one row per user created, written the way the services write
-    theirs (``insert().values(...)`` built per event, like libs/core/tests')."""
+    """The same rows written by hand: ``insert().values(...)`` built per event, the way
+    services wrote their projections before aggregate tables."""
 
     name = "bench-users"
 
@@ -67,8 +107,7 @@ class UsersProjection:
 
 
 class PreparedUsersProjection(UsersProjection):
-    """The same rows through one prebuilt INSERT with bound parameters (no per-event
-    statement construction): shows what the event path does when SQLAlchemy is cheap."""
+    """The same rows through one prebuilt INSERT bound per event through the Session."""
 
     name = "bench-users-prepared"
 
@@ -124,8 +163,7 @@ async def raw_round(
     def pub(subject: str, data: bytes) -> Callable[[], Awaitable[Any]]:
         return lambda: js.publish(subject, data)
 
-    publish_s = windowed([pub(s, d) for s, d in payloads], window)
-    publish_s = await publish_s
+    publish_s = await windowed([pub(s, d) for s, d in payloads], window)
 
     async def consume(decode_too: bool) -> float:
         sub = await js.pull_subscribe(
@@ -176,7 +214,12 @@ async def cvops_round(
     assert last == len(events), f"stream holds {last} events, expected {len(events)}"
 
     out = {"bus_publish": len(events) / publish_s}
-    for key, projection in (("", UsersProjection()), ("_prepared", PreparedUsersProjection())):
+    projections: tuple[tuple[str, Projection], ...] = (
+        ("", aggregate_projection()),
+        ("_per_event", UsersProjection()),
+        ("_prepared", PreparedUsersProjection()),
+    )
+    for key, projection in projections:
         out[f"projection_apply_only{key}"], out[f"projection_catch_up{key}"] = await _project(
             bus, projection, events, last, batch, db_dir
         )
@@ -186,7 +229,7 @@ async def cvops_round(
 
 async def _project(
     bus: Bus,
-    projection: UsersProjection,
+    projection: Projection,
     events: list[UserCreated],
     last: int,
     batch: int,
@@ -198,7 +241,7 @@ async def _project(
     items = list(enumerate(events, start=1))
     start = time.perf_counter()
     for i in range(0, n, batch):
-        offline.apply_batch(items[i : i + batch])  # type: ignore[arg-type]
+        offline.apply_batch(items[i : i + batch])
     apply_s = time.perf_counter() - start
     offline.engine.dispose()
 
@@ -234,8 +277,10 @@ ROWS = (
     ("raw_consume", "raw consume (pull fetch)"),
     ("raw_consume_decode", "raw consume + decode"),
     ("bus_publish", "Bus.publish (append)"),
-    ("projection_apply_only", "projection: apply, no NATS"),
-    ("projection_catch_up", "projection: catch-up"),
+    ("projection_apply_only", "aggregate: apply, no NATS"),
+    ("projection_catch_up", "aggregate: catch-up"),
+    ("projection_apply_only_per_event", "per-event: apply, no NATS"),
+    ("projection_catch_up_per_event", "per-event: catch-up"),
     ("projection_apply_only_prepared", "prepared: apply, no NATS"),
     ("projection_catch_up_prepared", "prepared: catch-up"),
 )
@@ -246,6 +291,8 @@ def ratios(res: dict[str, dict[str, float]]) -> dict[str, float]:
     return {
         "projection_vs_raw_consume_always": a["projection_catch_up"] / a["raw_consume"],
         "projection_vs_raw_consume_default": d["projection_catch_up"] / d["raw_consume"],
+        "per_event_vs_raw_consume_always": a["projection_catch_up_per_event"] / a["raw_consume"],
+        "per_event_vs_raw_consume_default": d["projection_catch_up_per_event"] / d["raw_consume"],
         "prepared_vs_raw_consume_always": a["projection_catch_up_prepared"] / a["raw_consume"],
         "prepared_vs_raw_consume_default": d["projection_catch_up_prepared"] / d["raw_consume"],
         "bus_publish_vs_raw_publish_always": a["bus_publish"] / a["raw_publish"],
@@ -270,8 +317,10 @@ def report(n: int, size: int, window: int, batch: int, res: dict[str, dict[str, 
     lines += [
         "",
         f"{'ratios':<38}{'always':>8}{'default':>9}",
-        f"{'projection catch-up / raw consume':<38}{proj_a:>8.2f}{proj_d:>9.2f}"
+        f"{'aggregate catch-up / raw consume':<38}{proj_a:>8.2f}{proj_d:>9.2f}"
         f"   target >= 0.50: {verdict}",
+        f"{'per-event catch-up / raw consume':<38}{r['per_event_vs_raw_consume_always']:>8.2f}"
+        f"{r['per_event_vs_raw_consume_default']:>9.2f}",
         f"{'prepared catch-up / raw consume':<38}{r['prepared_vs_raw_consume_always']:>8.2f}"
         f"{r['prepared_vs_raw_consume_default']:>9.2f}",
         f"{'Bus.publish / raw publish':<38}{bus_a:>8.2f}{bus_d:>9.2f}",

@@ -1,5 +1,14 @@
-"""cvops-core: bus, event log, projection runner, artifacts, leases, settings, logging."""
+"""cvops-core: bus, event log, projection runner, aggregate tables and writer, artifacts,
+leases, settings, logging."""
 
+from cvops.core.aggregates import (
+    Aggregates,
+    AggregateTable,
+    Appended,
+    Children,
+    append_guarded,
+    write_aggregate,
+)
 from cvops.core.artifacts import ArtifactStore, SpooledUpload, TooLarge
 from cvops.core.bus import (
     ALL_EVENTS,
@@ -24,8 +33,12 @@ from cvops.core.settings import Settings, load_settings
 __all__ = [
     "ALL_EVENTS",
     "STREAM",
+    "AggregateTable",
+    "Aggregates",
+    "Appended",
     "ArtifactStore",
     "Bus",
+    "Children",
     "ConcurrencyConflict",
     "Projection",
     "ProjectionRunner",
@@ -35,6 +48,7 @@ __all__ = [
     "SpooledUpload",
     "TooLarge",
     "WorkConsumer",
+    "append_guarded",
     "configure_logging",
     "dump_rows",
     "get_logger",
@@ -42,4 +56,5 @@ __all__ = [
     "rebuild_projection",
     "run_service",
     "sqlite_engine",
+    "write_aggregate",
 ]

@@ -1,7 +1,7 @@
 """The registry's catalogue as other services see it: validated model versions and data sets.
 
 Services that act on registered models (converter, benchmarker) fold the same two registry
-events into the same two tables of their own projection; this module is that fold.
+events into the same two aggregate tables of their own projection; this module is that fold.
 """
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
-from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy import Column, Integer, MetaData, String
 from sqlalchemy.orm import Session
 
 from cvops.contracts import ArtifactRef, Event, Lineage, TensorSpec
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
+from cvops.core.aggregates import AggregateTable
 
 
 class ModelVersionView(msgspec.Struct, frozen=True, kw_only=True):
@@ -72,70 +72,65 @@ def dataset_view(e: DatasetValidated) -> DatasetView:
     )
 
 
-_decode_model = msgspec.json.Decoder(ModelVersionView).decode
-_decode_dataset = msgspec.json.Decoder(DatasetView).decode
-_encode = msgspec.json.Encoder().encode
+def evolve_model(state: ModelVersionView | None, event: Event) -> ModelVersionView | None:
+    """A version is what its ``model_version_added`` said; it never changes once added."""
+    if state is None and isinstance(event, ModelVersionAdded):
+        return model_view(event)
+    return state
+
+
+def evolve_dataset(state: DatasetView | None, event: Event) -> DatasetView | None:
+    """A data-set version is what its ``dataset_validated`` said; it never changes."""
+    if state is None and isinstance(event, DatasetValidated):
+        return dataset_view(event)
+    return state
+
+
+def _model_key(event: Event) -> tuple[str, int] | None:
+    return (event.model_name, event.version) if isinstance(event, ModelVersionAdded) else None
+
+
+def _dataset_key(event: Event) -> tuple[str, int] | None:
+    return (event.dataset_name, event.version) if isinstance(event, DatasetValidated) else None
 
 
 class Catalog:
     """The two catalogue tables inside a service's own ``metadata``, their fold and queries."""
 
     def __init__(self, metadata: MetaData) -> None:
-        self.model_versions = Table(
+        # the rows as they always were: key columns, ``format``, the view as JSON in ``view``
+        self.models = AggregateTable(
+            metadata,
             "model_versions",
-            metadata,
-            Column("model_name", String, primary_key=True),
-            Column("version", Integer, primary_key=True),
-            Column("format", String, nullable=False),
-            Column("view", Text, nullable=False),  # ModelVersionView as JSON
+            ModelVersionView,
+            key=[Column("model_name", String), Column("version", Integer)],
+            key_of=_model_key,
+            evolve=evolve_model,
+            columns=[Column("format", String, nullable=False)],
+            state_column="view",
         )
-        self.datasets = Table(
+        self.data_sets = AggregateTable(
+            metadata,
             "datasets",
-            metadata,
-            Column("name", String, primary_key=True),
-            Column("version", Integer, primary_key=True),
-            Column("view", Text, nullable=False),  # DatasetView as JSON
+            DatasetView,
+            key=[Column("name", String), Column("version", Integer)],
+            key_of=_dataset_key,
+            evolve=evolve_dataset,
+            state_column="view",
         )
+        self.model_versions = self.models.table
+        self.datasets = self.data_sets.table
 
     def apply(self, session: Session, event: Event) -> bool:
         """Fold a catalogue event (versions never change once added); False for others."""
-        match event:
-            case ModelVersionAdded():
-                session.execute(
-                    insert(self.model_versions)
-                    .values(
-                        model_name=event.model_name,
-                        version=event.version,
-                        format=event.format,
-                        view=_encode(model_view(event)).decode(),
-                    )
-                    .on_conflict_do_nothing()
-                )
-            case DatasetValidated():
-                session.execute(
-                    insert(self.datasets)
-                    .values(
-                        name=event.dataset_name,
-                        version=event.version,
-                        view=_encode(dataset_view(event)).decode(),
-                    )
-                    .on_conflict_do_nothing()
-                )
-            case _:
-                return False
-        return True
+        return self.models.apply(session, event) or self.data_sets.apply(session, event)
 
     def model_version(self, session: Session, name: str, version: int) -> ModelVersionView | None:
-        t = self.model_versions
-        value = session.execute(
-            select(t.c.view).where(t.c.model_name == name, t.c.version == version)
-        ).scalar()
-        return _decode_model(value) if value else None
+        return self.models.get(session, name, version)
 
     def dataset_versions(self, session: Session) -> dict[str, list[DatasetView]]:
         """Every validated data-set version, by name."""
         out: dict[str, list[DatasetView]] = {}
-        for (value,) in session.execute(select(self.datasets.c.view)).all():
-            view = _decode_dataset(value)
+        for view in self.data_sets.states(session):
             out.setdefault(view.name, []).append(view)
         return out
