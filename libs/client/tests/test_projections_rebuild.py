@@ -20,7 +20,7 @@ from cvops.client import rebuild
 from cvops.client.cli import cli
 from cvops.contracts import Stamp
 from cvops.contracts.identity import UserCreated
-from cvops.core import Bus, Settings
+from cvops.core import Bus, Settings, services
 
 # A service's projection module, as its entry point would name it.
 PROJECTION_MODULE = '''
@@ -145,3 +145,30 @@ def test_rebuild_without_nats_exits_3(demo_service: Settings, monkeypatch: pytes
     result = _rebuild()
     assert result.exit_code == 3
     assert result.stderr.strip() == f"error: cannot reach NATS at {url} — is `./justw up` running?"
+
+
+def test_every_registered_service_with_a_projection_declares_its_entry_point() -> None:
+    """The workspace installs every service, so each one that keeps a projection (per
+    cvops.core.services) must be rebuildable by its name, and nothing else is."""
+    points = rebuild.projection_entry_points()
+    expected = {s.name for s in services.SERVICES if s.projection and not s.planned}
+    assert set(points) == expected
+    for name in expected:
+        assert points[name].value == f"{services.get(name).module}.projection"  # type: ignore[union-attr]
+
+
+def test_a_registered_service_without_an_entry_point_is_explained(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(rebuild, "projection_entry_points", lambda: {})
+    planned = [s.name for s in services.SERVICES if s.planned]
+    for name in planned:
+        result = CliRunner().invoke(cli, ["projections", "rebuild", name])
+        assert result.exit_code == 2
+        assert f"{name} is planned, services/{name} does not exist yet" in result.output
+    missing = CliRunner().invoke(cli, ["projections", "rebuild", "inference-router"])
+    assert missing.exit_code == 2
+    assert (
+        "cvops.inference_router is installed but declares no cvops.projections entry point"
+        in " ".join(missing.output.split())
+    )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cvops.core import local
+from cvops.core import local, services
 from cvops.core.settings import Settings, load_settings
 
 # A stand-in service on the real runtime (metrics port, bus, graceful SIGTERM), found as
@@ -202,6 +202,12 @@ def test_probes_follow_the_settings() -> None:
     assert local.probe_of("gateway", s).url == "http://127.0.0.1:9999/health/ready"
     assert local.probe_of("nats", s).url == "http://127.0.0.1:1234/healthz"
     assert local.probe_of("trainer", s).port == s.trainer_metrics_port
+    assert local.probe_of("trainer", s).url == f"http://127.0.0.1:{s.trainer_metrics_port}/metrics"
+    router = local.probe_of("inference-router", s)
+    assert router.url == f"http://127.0.0.1:{s.router_http_port}/v2/health/ready"
+    assert router.ports == (s.router_http_port, s.router_grpc_port, s.router_metrics_port)
+    assert local.probe_of("trainer", load_settings({}, trainer_metrics_port=0)).url is None
+    assert tuple(spec.name for spec in services.SERVICES) == local.SERVICES
     ext = load_settings({}, nats_url="nats://n1:4333,nats://n2:4333")
     assert local.probe_of("nats", ext) == local.Probe(4333, None)
 

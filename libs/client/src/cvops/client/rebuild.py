@@ -2,6 +2,8 @@
 
 A service names its projection with an entry point in the group ``cvops.projections``;
 the entry point's value is a module exposing ``projection`` and ``db_path(settings)``.
+Which services should have one is ``cvops.core.services`` (``projection=True``); a name
+registered there without an installed entry point is explained, not just called unknown.
 This module needs cvops-core (NATS), so the CLI imports it only for that command.
 """
 
@@ -17,6 +19,8 @@ import nats.errors
 
 from cvops.client.sdk import CvopsError, Unreachable
 from cvops.core import Bus, Projection, Settings, load_settings, rebuild_projection
+from cvops.core import services as registered
+from cvops.core.local import installed
 from cvops.core.natsd import pid_alive
 
 ENTRY_POINT_GROUP = "cvops.projections"
@@ -29,7 +33,22 @@ class UnknownService(LookupError):
         self.service = service
         self.known = known
         listed = ", ".join(known) or "none installed"
-        super().__init__(f"no projection named {service!r} (known: {listed})")
+        why = _why_missing(service)
+        super().__init__(f"no projection named {service!r}{why} (known: {listed})")
+
+
+def _why_missing(service: str) -> str:
+    """Why a registered service has no installed projection ('' for unregistered names)."""
+    spec = registered.get(service)
+    if spec is None:
+        return ""
+    if spec.planned:
+        return f": {service} is planned, {spec.source} does not exist yet"
+    if not spec.projection:
+        return f": {service} keeps no projection"
+    if installed(service):
+        return f": {spec.module} is installed but declares no {ENTRY_POINT_GROUP} entry point"
+    return f": {service} is not installed here"
 
 
 def projection_entry_points() -> dict[str, EntryPoint]:

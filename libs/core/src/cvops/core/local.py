@@ -24,19 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cvops.core import services
 from cvops.core.natsd import nats_server_binary, start_nats, write_config
+from cvops.core.services import module_of
 from cvops.core.settings import Settings, load_settings
 
-# the order services start in (and stop in reverse)
-SERVICES = (
-    "registry",
-    "gateway",
-    "trainer",
-    "converter",
-    "benchmarker",
-    "inference-router",
-    "reporter",
-)
+# the names of the services, in the order they start (and stop in reverse); the list
+# itself, with each one's ports and health probe, is cvops.core.services
+SERVICES = services.names()
 NATS = "nats"
 # not started by the launcher: the inference router supervises it and writes its pid file
 TRITON = "tritonserver"
@@ -46,11 +41,6 @@ GATEWAY_PATIENCE_NOTE_S = 15.0
 STOP_TIMEOUT_S = 15.0
 CREDENTIALS = "admin.credentials"
 CREDENTIALS_PRINTED = "credentials.printed"
-
-
-def module_of(service: str) -> str:
-    """``inference-router`` → ``cvops.inference_router``."""
-    return f"cvops.{service.replace('-', '_')}"
 
 
 def installed(service: str) -> bool:
@@ -258,20 +248,20 @@ def probe_of(name: str, settings: Settings) -> Probe:
             return Probe(parts.port or 4222, None)
         port = settings.nats_monitor_port
         return Probe(settings.nats_port, f"http://127.0.0.1:{port}/healthz")
-    if name == "gateway":
-        host = _local_host(settings.gateway_host)
-        return Probe(settings.gateway_port, f"http://{host}:{settings.gateway_port}/health/ready")
     if name == TRITON:
         port = settings.triton_http_port
         ports = (port, settings.triton_grpc_port, settings.triton_metrics_port)
         # live, not ready: strict readiness also fails while any loaded model is not ready,
         # which the router reports per deployment
         return Probe(port, f"http://127.0.0.1:{port}/v2/health/live", ports)
-    if name == "inference-router":
-        host, port = _local_host(settings.router_host), settings.router_http_port
-        return Probe(port, f"http://{host}:{port}/v2/health/ready")
-    port = settings.metrics_port(name)
-    return Probe(port, f"http://127.0.0.1:{port}/metrics" if port else None)
+    service = services.get(name)
+    if service is None:
+        port = settings.metrics_port(name)
+        return Probe(port, f"http://127.0.0.1:{port}/metrics" if port else None)
+    port, *more = service.port_numbers(settings)
+    host = _local_host(service.bind_host(settings))
+    url = f"http://{host}:{port}{service.health}" if port else None  # 0: no endpoint
+    return Probe(port, url, (port, *more) if more else ())
 
 
 def http_health(url: str, timeout: float = 1.0) -> tuple[bool, str]:

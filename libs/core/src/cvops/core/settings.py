@@ -33,6 +33,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     triton_url: str = ""
     triton_model_repository: str = ""
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers so Prometheus can scrape
+    # <service>_metrics_port: one per service of cvops.core.services that serves only
+    # metrics (libs/core/tests/test_services.py holds the two to each other)
     registry_metrics_port: int = 9101
     trainer_metrics_port: int = 9102
     converter_metrics_port: int = 9103

@@ -17,7 +17,7 @@ from cvops.inference_router.api import MAX_BODY, KServeHttp
 from cvops.inference_router.front import FrontDoor
 from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
 from cvops.inference_router.metrics import MetricsExporter, RouterMetrics
-from cvops.inference_router.projection import SUBJECTS, RouterProjection
+from cvops.inference_router.projection import SUBJECTS, RouterProjection, db_path
 from cvops.inference_router.proxy import Proxy, RouteTable
 from cvops.inference_router.repository import Backend
 from cvops.inference_router.routing import Instance, Pool, parse_instance
@@ -41,7 +41,7 @@ class Router:
         self.settings = settings
         self.home = Path(settings.home) / SERVICE
         self.runner = ProjectionRunner(
-            bus, RouterProjection(), self.home / "router.sqlite", subjects=SUBJECTS
+            bus, RouterProjection(), db_path(settings), subjects=SUBJECTS
         )
         self.local: LocalTriton | None = None
         urls = [u for u in settings.triton_url.split(",") if u.strip()]

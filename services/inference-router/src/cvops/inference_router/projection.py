@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -35,6 +36,7 @@ from cvops.contracts.identity import (
     UserEnabled,
 )
 from cvops.contracts.registry import ModelVersionAdded
+from cvops.core import Settings
 
 SUBJECTS = ["cvops.evt.registry.>", "cvops.evt.identity.>", "cvops.evt.deployment.>"]
 # statuses in which a deployment answers requests
@@ -302,6 +304,15 @@ class RouterProjection:
                 .where(deployments.c.name == event.deployment)
                 .values(pending_version=event.version, updated_seq=seq)
             )
+
+
+# what the ``cvops.projections`` entry point names (``cvops projections rebuild``)
+projection = RouterProjection()
+
+
+def db_path(settings: Settings) -> Path:
+    """The router's projection: ``<home>/inference-router/router.sqlite``."""
+    return settings.home_path / "inference-router" / "router.sqlite"
 
 
 # -- queries --------------------------------------------------------------------------
