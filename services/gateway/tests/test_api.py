@@ -20,7 +20,7 @@ from cvops.contracts import Stamp, decode
 from cvops.contracts.identity import RoleChanged
 from cvops.core import STREAM, ArtifactStore, Bus, dump_rows, rebuild_projection, sqlite_engine
 from cvops.gateway import projection as views
-from cvops.gateway.service import user_subjects
+from cvops.gateway.identity.service import user_subjects
 from cvops.gateway.testing import (
     PASSWORD,
     Platform,

@@ -25,9 +25,14 @@ from cvops.contracts.registry import (
     ModelVersionAdded,
 )
 from cvops.core import ProjectionRunner, dump_rows
-from cvops.gateway import handlers
+from cvops.gateway import feed as event_feed
 from cvops.gateway import projection as views
-from cvops.gateway.handlers import Conflict, Invalid, NotFound, TokenState, UserState
+from cvops.gateway.catalog import projection as catalog_views
+from cvops.gateway.catalog import rules as catalog
+from cvops.gateway.errors import Conflict, Invalid, NotFound
+from cvops.gateway.identity import projection as identity_views
+from cvops.gateway.identity import rules as identity
+from cvops.gateway.identity.rules import TokenState, UserState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STAMP = Stamp(now=NOW, actor="root", correlation_id="req-1")
@@ -55,22 +60,22 @@ def version(stage: str = "none") -> ModelVersionView:
 
 def test_creating_a_user_is_deterministic_and_refuses_taken_or_bad_names() -> None:
     args = {"username": "bob", "role": "viewer", "password_hash": "h", "stamp": STAMP}
-    first = handlers.create_user(None, **args)
-    assert first == handlers.create_user(None, **args)  # same stamp -> same event id
+    first = identity.create_user(None, **args)
+    assert first == identity.create_user(None, **args)  # same stamp -> same event id
     assert isinstance(first[0], UserCreated) and first[0].actor == "root"
     with pytest.raises(Conflict):
-        handlers.create_user(user("bob"), **args)
+        identity.create_user(user("bob"), **args)
     with pytest.raises(Invalid):
-        handlers.create_user(None, **{**args, "username": "a/b"})
+        identity.create_user(None, **{**args, "username": "a/b"})
     with pytest.raises(Invalid):
-        handlers.create_user(None, **{**args, "role": "root"})
+        identity.create_user(None, **{**args, "role": "root"})
 
 
 def test_the_last_active_admin_cannot_be_demoted_or_disabled() -> None:
     for change in (UpdateUser(role="viewer"), UpdateUser(disabled=True)):
         with pytest.raises(Conflict):
-            handlers.update_user(user(), change, password_hash=None, active_admins=1, stamp=STAMP)
-    events = handlers.update_user(
+            identity.update_user(user(), change, password_hash=None, active_admins=1, stamp=STAMP)
+    events = identity.update_user(
         user(), UpdateUser(role="viewer"), password_hash=None, active_admins=2, stamp=STAMP
     )
     assert [type(e) for e in events] == [RoleChanged]
@@ -80,15 +85,15 @@ def test_update_user_emits_only_what_changes() -> None:
     viewer = user("vic", "viewer")
     same = UpdateUser(role="viewer", disabled=False)
     assert (
-        handlers.update_user(viewer, same, password_hash=None, active_admins=1, stamp=STAMP) == []
+        identity.update_user(viewer, same, password_hash=None, active_admins=1, stamp=STAMP) == []
     )
     all_of_it = UpdateUser(role="engineer", password="x" * 9, disabled=True)
-    events = handlers.update_user(
+    events = identity.update_user(
         viewer, all_of_it, password_hash="new", active_admins=1, stamp=STAMP
     )
     assert [type(e) for e in events] == [RoleChanged, PasswordSet, UserDisabled]
     assert len({e.event_id for e in events}) == 3
-    back = handlers.update_user(
+    back = identity.update_user(
         user("vic", "viewer", disabled=True),
         UpdateUser(disabled=False),
         password_hash=None,
@@ -97,11 +102,11 @@ def test_update_user_emits_only_what_changes() -> None:
     )
     assert [type(e) for e in back] == [UserEnabled]
     with pytest.raises(NotFound):
-        handlers.update_user(None, same, password_hash=None, active_admins=1, stamp=STAMP)
+        identity.update_user(None, same, password_hash=None, active_admins=1, stamp=STAMP)
 
 
 def test_tokens_are_issued_to_active_users_and_revoked_by_their_owner_or_an_admin() -> None:
-    issued = handlers.issue_token(
+    issued = identity.issue_token(
         user(),
         token_id="t1",
         token_sha256="d" * 64,
@@ -112,7 +117,7 @@ def test_tokens_are_issued_to_active_users_and_revoked_by_their_owner_or_an_admi
     )
     assert isinstance(issued[0], TokenIssued) and issued[0].kind == "session"
     with pytest.raises(NotFound):
-        handlers.issue_token(
+        identity.issue_token(
             user(disabled=True),
             token_id="t2",
             token_sha256="d" * 64,
@@ -131,28 +136,28 @@ def test_tokens_are_issued_to_active_users_and_revoked_by_their_owner_or_an_admi
         revoked=False,
     )
     with pytest.raises(NotFound):
-        handlers.revoke_token(token, username="eve", is_admin=False, stamp=STAMP)
-    assert handlers.revoke_token(token, username="root", is_admin=True, stamp=STAMP)
+        identity.revoke_token(token, username="eve", is_admin=False, stamp=STAMP)
+    assert identity.revoke_token(token, username="root", is_admin=True, stamp=STAMP)
     gone = msgspec.structs.replace(token, revoked=True)
-    assert handlers.revoke_token(gone, username="ann", is_admin=False, stamp=STAMP) == []
+    assert identity.revoke_token(gone, username="ann", is_admin=False, stamp=STAMP) == []
 
 
 def test_bootstrap_happens_only_on_an_empty_platform_and_keeps_no_secret() -> None:
     args = {"password_hash": "argon", "token_id": "t", "token_sha256": "f" * 64, "stamp": STAMP}
-    assert handlers.bootstrap_admin(3, **args) == []
-    created, token = handlers.bootstrap_admin(0, **args)
+    assert identity.bootstrap_admin(3, **args) == []
+    created, token = identity.bootstrap_admin(0, **args)
     assert isinstance(created, UserCreated) and created.role == "admin"
     assert isinstance(token, TokenIssued) and token.token_sha256 == "f" * 64
 
 
 def test_stage_change_to_the_current_stage_changes_nothing() -> None:
-    assert handlers.change_stage(version("staging"), "staging", stamp=STAMP) == []
-    (moved,) = handlers.change_stage(version("staging"), "production", stamp=STAMP)
+    assert catalog.change_stage(version("staging"), "staging", stamp=STAMP) == []
+    (moved,) = catalog.change_stage(version("staging"), "production", stamp=STAMP)
     assert isinstance(moved, ModelStageChanged) and moved.previous == "staging"
     with pytest.raises(Invalid):
-        handlers.change_stage(version(), "live", stamp=STAMP)
+        catalog.change_stage(version(), "live", stamp=STAMP)
     with pytest.raises(NotFound):
-        handlers.change_stage(None, "staging", stamp=STAMP)
+        catalog.change_stage(None, "staging", stamp=STAMP)
 
 
 def _log() -> list[tuple[int, object]]:
@@ -189,14 +194,14 @@ def test_projection_applied_twice_leaves_identical_rows(tmp_path: Path) -> None:
     runner.apply_batch(batch)  # type: ignore[arg-type]
     assert dump_rows(runner.engine, views.metadata) == once
     with runner.session() as s:
-        assert views.get_user(s, "ann").role == "engineer"  # type: ignore[union-attr]
-        found = views.get_model(s, "net")
+        assert identity_views.get_user(s, "ann").role == "engineer"  # type: ignore[union-attr]
+        found = catalog_views.get_model(s, "net")
         assert found is not None and found.owner == "root" and found.latest_version == 1
         assert found.versions[0].stage == "staging"
-        assert views.get_upload(s, "u1").status == "validated"  # type: ignore[union-attr]
-        rejected = views.get_upload(s, "u2")
+        assert catalog_views.get_upload(s, "u1").status == "validated"  # type: ignore[union-attr]
+        rejected = catalog_views.get_upload(s, "u2")
         assert rejected is not None and (rejected.status, rejected.reason) == ("rejected", "pickle")
-        feed = views.events_after(s, "req-1", 0)
+        feed = event_feed.events_after(s, "req-1", 0)
     runner.engine.dispose()
     assert [e.seq for e in feed] == list(range(1, 9))
     assert "secret-h" not in feed[0].body and "d" * 64 not in feed[1].body

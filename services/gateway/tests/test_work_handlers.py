@@ -65,9 +65,15 @@ from cvops.contracts.training import (
     TrialSummary,
 )
 from cvops.core import dump_rows, sqlite_engine
-from cvops.gateway import handlers
+from cvops.gateway import benchmark as benchmarks
+from cvops.gateway import conversion as conversions
+from cvops.gateway import deployment as deployments
 from cvops.gateway import projection as views
-from cvops.gateway.handlers import Conflict, Forbidden, Invalid, JobState, NotFound, QuotaExceeded
+from cvops.gateway.catalog import projection as catalog_views
+from cvops.gateway.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded
+from cvops.gateway.training import projection as training_views
+from cvops.gateway.training import rules as training
+from cvops.gateway.training.rules import JobState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STAMP = Stamp(now=NOW, actor="eng", correlation_id="req-1")
@@ -105,7 +111,7 @@ def version(fmt: str = "onnx", v: int = 1) -> ModelVersionView:
 
 def train(**fields: Any) -> list[Event]:
     body = msgspec.convert({"dataset": "shapes", "arch": "resnet-mini", **fields}, CreateJob)
-    return handlers.request_training(
+    return training.request_training(
         body, job_id="job-1", role="engineer", dataset=DATASET, dataset_rejection=None, stamp=STAMP
     )
 
@@ -165,12 +171,12 @@ def test_a_training_request_needs_a_validated_data_set() -> None:
     body = CreateJob(dataset="blobs", arch="resnet-mini")
     args: dict[str, Any] = {"job_id": "j", "role": "engineer", "stamp": STAMP, "dataset": None}
     with pytest.raises(Invalid, match="unknown data set 'blobs'"):
-        handlers.request_training(body, dataset_rejection=None, **args)
+        training.request_training(body, dataset_rejection=None, **args)
     with pytest.raises(Invalid, match="failed validation: corrupt zip"):
-        handlers.request_training(body, dataset_rejection="corrupt zip", **args)
+        training.request_training(body, dataset_rejection="corrupt zip", **args)
     pinned = CreateJob(dataset="blobs", arch="resnet-mini", dataset_version=3)
     with pytest.raises(Invalid, match="no validated version 3"):
-        handlers.request_training(pinned, dataset_rejection=None, **args)
+        training.request_training(pinned, dataset_rejection=None, **args)
 
 
 def test_an_unknown_architecture_is_refused_at_once_naming_the_known_ones() -> None:
@@ -186,54 +192,56 @@ def test_an_unknown_architecture_is_refused_at_once_naming_the_known_ones() -> N
 
 def test_gpu_quotas_count_only_cuda_jobs_per_user_then_per_role() -> None:
     args = {"username": "eng", "role": "engineer", "per_user": 2, "per_role": 3}
-    handlers.check_gpu_quota("cpu", user_running=9, role_running=9, **args)  # type: ignore[arg-type]
-    handlers.check_gpu_quota("cuda", user_running=1, role_running=2, **args)  # type: ignore[arg-type]
+    training.check_gpu_quota("cpu", user_running=9, role_running=9, **args)  # type: ignore[arg-type]
+    training.check_gpu_quota("cuda", user_running=1, role_running=2, **args)  # type: ignore[arg-type]
     with pytest.raises(QuotaExceeded, match="limit per user is 2"):
-        handlers.check_gpu_quota("cuda", user_running=2, role_running=2, **args)  # type: ignore[arg-type]
+        training.check_gpu_quota("cuda", user_running=2, role_running=2, **args)  # type: ignore[arg-type]
     with pytest.raises(QuotaExceeded, match="role engineer has 3"):
-        handlers.check_gpu_quota("cuda", user_running=0, role_running=3, **args)  # type: ignore[arg-type]
+        training.check_gpu_quota("cuda", user_running=0, role_running=3, **args)  # type: ignore[arg-type]
     unlimited = {**args, "per_user": 0, "per_role": 0}
-    handlers.check_gpu_quota("cuda", user_running=50, role_running=50, **unlimited)  # type: ignore[arg-type]
+    training.check_gpu_quota("cuda", user_running=50, role_running=50, **unlimited)  # type: ignore[arg-type]
 
 
 def test_cancel_is_for_the_owner_or_an_admin_and_only_once() -> None:
     job = JobState(
         job_id="j", owner="ann", status="running", cancel_requested=False, correlation_id="job-c"
     )
-    (cancel,) = handlers.cancel_training(job, username="ann", is_admin=False, stamp=STAMP)
+    (cancel,) = training.cancel_training(job, username="ann", is_admin=False, stamp=STAMP)
     assert isinstance(cancel, TrainingCancelRequested)
     assert cancel.correlation_id == "job-c"  # on the job's own feed
-    assert handlers.cancel_training(job, username="root", is_admin=True, stamp=STAMP)
+    assert training.cancel_training(job, username="root", is_admin=True, stamp=STAMP)
     with pytest.raises(Forbidden):
-        handlers.cancel_training(job, username="bob", is_admin=False, stamp=STAMP)
+        training.cancel_training(job, username="bob", is_admin=False, stamp=STAMP)
     asked = msgspec.structs.replace(job, cancel_requested=True)
-    assert handlers.cancel_training(asked, username="ann", is_admin=False, stamp=STAMP) == []
+    assert training.cancel_training(asked, username="ann", is_admin=False, stamp=STAMP) == []
     with pytest.raises(Conflict, match="already completed"):
         done = msgspec.structs.replace(job, status="completed")
-        handlers.cancel_training(done, username="ann", is_admin=False, stamp=STAMP)
+        training.cancel_training(done, username="ann", is_admin=False, stamp=STAMP)
     with pytest.raises(NotFound):
-        handlers.cancel_training(None, username="ann", is_admin=False, stamp=STAMP)
+        training.cancel_training(None, username="ann", is_admin=False, stamp=STAMP)
 
 
 def test_canary_syntax_and_deployment_checks() -> None:
-    assert handlers.parse_canary("net:2=10%", "net") == Canary(model_version=2, weight_percent=10)
-    assert handlers.parse_canary("v3=2.5", "net") == Canary(model_version=3, weight_percent=2.5)
+    assert deployments.parse_canary("net:2=10%", "net") == Canary(
+        model_version=2, weight_percent=10
+    )
+    assert deployments.parse_canary("v3=2.5", "net") == Canary(model_version=3, weight_percent=2.5)
     for bad, why in (
         ("other:2=10%", "same model"),
         ("net:2=100%", "between 0 and 100"),
         ("x", "must look like"),
     ):
         with pytest.raises(Invalid, match=why):
-            handlers.parse_canary(bad, "net")
+            deployments.parse_canary(bad, "net")
 
     body = CreateDeployment(model_name="net", version=1, public=True)
     args: dict[str, Any] = {"canary": None, "canary_version": None, "stamp": STAMP}
-    (event,) = handlers.request_deployment(body, version=version(), **args)
+    (event,) = deployments.request_deployment(body, version=version(), **args)
     assert isinstance(event, DeploymentRequested) and event.deployment == "net" and event.public
     with pytest.raises(NotFound, match="no version 1"):
-        handlers.request_deployment(body, version=None, **args)
+        deployments.request_deployment(body, version=None, **args)
     with pytest.raises(Invalid, match="convert it to ONNX"):
-        handlers.request_deployment(body, version=version("torchscript"), **args)
+        deployments.request_deployment(body, version=version("torchscript"), **args)
     for change, why in (
         ({"engine": "magic"}, "unknown engine"),
         ({"preferred_batch_sizes": [16]}, "outside 1..max_batch_size"),
@@ -242,39 +250,43 @@ def test_canary_syntax_and_deployment_checks() -> None:
     ):
         with pytest.raises(Invalid, match=why):
             bad_body = msgspec.structs.replace(body, **change)
-            handlers.request_deployment(bad_body, version=version(), **args)
+            deployments.request_deployment(bad_body, version=version(), **args)
     canary = Canary(model_version=2, weight_percent=10)
     with pytest.raises(NotFound, match="no version 2"):
-        handlers.request_deployment(body, version=version(), **{**args, "canary": canary})
+        deployments.request_deployment(body, version=version(), **{**args, "canary": canary})
 
 
 def test_conversion_targets_expand_tensorrt_and_refuse_unknown_ones() -> None:
-    assert handlers.conversion_targets(["onnx", "tensorrt", "onnx"]) == [
+    assert conversions.conversion_targets(["onnx", "tensorrt", "onnx"]) == [
         "onnx",
         "tensorrt-fp16",
         "tensorrt-int8",
     ]
     with pytest.raises(Invalid, match="unknown target 'tflite'"):
-        handlers.conversion_targets(["tflite"])
+        conversions.conversion_targets(["tflite"])
     body = CreateConversion(model_name="net", version=1, calibration="magic")
     with pytest.raises(Invalid, match="calibration method"):
-        handlers.request_conversion(body, job_id="c", version=version(), dataset=None, stamp=STAMP)
+        conversions.request_conversion(
+            body, job_id="c", version=version(), dataset=None, stamp=STAMP
+        )
     with pytest.raises(NotFound):
-        handlers.request_conversion(body, job_id="c", version=None, dataset=None, stamp=STAMP)
+        conversions.request_conversion(body, job_id="c", version=None, dataset=None, stamp=STAMP)
 
 
 def test_a_conversion_of_a_model_without_lineage_needs_a_data_set() -> None:
     uploaded = version()  # an upload: no data set in its lineage
     body = CreateConversion(model_name="net", version=1)
     with pytest.raises(Invalid, match=r"net:1 has no data set in its lineage.*--dataset"):
-        handlers.request_conversion(body, job_id="c", version=uploaded, dataset=None, stamp=STAMP)
+        conversions.request_conversion(
+            body, job_id="c", version=uploaded, dataset=None, stamp=STAMP
+        )
     named = CreateConversion(model_name="net", version=1, dataset="shapes")
-    (event,) = handlers.request_conversion(
+    (event,) = conversions.request_conversion(
         named, job_id="c", version=uploaded, dataset=DATASET, stamp=STAMP
     )
     assert isinstance(event, ConversionRequested) and event.dataset == "shapes"
     trained = msgspec.structs.replace(uploaded, lineage=Lineage(dataset="shapes"))
-    (event,) = handlers.request_conversion(
+    (event,) = conversions.request_conversion(
         body, job_id="c", version=trained, dataset=None, stamp=STAMP
     )
     assert isinstance(event, ConversionRequested) and event.dataset is None
@@ -282,7 +294,7 @@ def test_a_conversion_of_a_model_without_lineage_needs_a_data_set() -> None:
 
 def test_benchmark_requests_check_sizes_sla_and_the_conversion_job() -> None:
     args: dict[str, Any] = {"job_id": "b", "version": version(), "dataset": None, "stamp": STAMP}
-    (event,) = handlers.request_benchmark(
+    (event,) = benchmarks.request_benchmark(
         CreateBenchmark(model_name="net", version=1, batch_sizes=[8, 1, 8]), conversion=None, **args
     )
     assert isinstance(event, BenchmarkRequested) and event.batch_sizes == [1, 8]
@@ -294,10 +306,10 @@ def test_benchmark_requests_check_sizes_sla_and_the_conversion_job() -> None:
     ):
         body = msgspec.convert({"model_name": "net", "version": 1, **change}, CreateBenchmark)
         with pytest.raises(Invalid, match=why):
-            handlers.request_benchmark(body, conversion=None, **args)
+            benchmarks.request_benchmark(body, conversion=None, **args)
     other = CreateBenchmark(model_name="net", version=1, conversion_job="conv-y")
     with pytest.raises(Invalid, match="converted net:2"):
-        handlers.request_benchmark(other, conversion=("net", 2), **args)
+        benchmarks.request_benchmark(other, conversion=("net", 2), **args)
 
 
 # -- projection ----------------------------------------------------------------------------
@@ -518,13 +530,13 @@ def test_work_events_fold_into_rows_and_applying_them_twice_changes_nothing(
     assert dump_rows(engine, views.metadata) == once
 
     with Session(engine) as s:
-        job = views.get_job(s, "job-1")
-        deployment = views.get_deployment(s, "net")
-        conversion = views.get_conversion(s, "c1")
-        artifacts = views.list_engine_artifacts(s, "net", 1)
-        benchmark = views.get_benchmark(s, "b1")
-        (listed,) = views.list_jobs(s)
-        running_gpu = views.running_gpu_jobs(s, owner="eng")
+        job = training_views.get_job(s, "job-1")
+        deployment = deployments.get_deployment(s, "net")
+        conversion = conversions.get_conversion(s, "c1")
+        artifacts = catalog_views.list_engine_artifacts(s, "net", 1)
+        benchmark = benchmarks.get_benchmark(s, "b1")
+        (listed,) = training_views.list_jobs(s)
+        running_gpu = training_views.running_gpu_jobs(s, owner="eng")
     engine.dispose()
 
     assert job is not None and job.status == "completed" and not job.cancel_requested
@@ -572,7 +584,7 @@ def test_a_deployment_that_failed_an_update_keeps_serving_its_ready_version(tmp_
     views.metadata.create_all(engine)
     _apply(engine, work_log()[:-12])  # up to the failed update, before the retire
     with Session(engine) as s:
-        deployment = views.get_deployment(s, "net")
+        deployment = deployments.get_deployment(s, "net")
     engine.dispose()
     assert deployment is not None
     assert (deployment.status, deployment.reason) == ("failed", "bad")

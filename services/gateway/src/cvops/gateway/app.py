@@ -1,48 +1,56 @@
-"""Wiring only: settings, bus, projection runner, first-start bootstrap, the Litestar app."""
+"""Wiring only: settings, bus, projection runner, each context's service, the Litestar app."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from argon2 import PasswordHasher
 from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
 
-from cvops.core import (
-    ArtifactStore,
-    Bus,
-    ConcurrencyConflict,
-    ProjectionRunner,
-    Settings,
-    get_logger,
-)
-from cvops.gateway import handlers
-from cvops.gateway import projection as views
-from cvops.gateway.api import CONTROLLERS, DEPENDENCIES
-from cvops.gateway.auth import (
-    PUBLIC_PATHS,
-    BearerAuthentication,
-    Passwords,
-    new_password,
-    new_token,
-)
+from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings, get_logger
+from cvops.gateway import projection
+from cvops.gateway.auth import PUBLIC_PATHS, BearerAuthentication, Passwords
+from cvops.gateway.benchmark import BenchmarksController, BenchmarkService
+from cvops.gateway.catalog.routes import DatasetsController, ModelsController, UploadsController
+from cvops.gateway.catalog.service import CatalogService
+from cvops.gateway.conversion import ConversionsController, ConversionService
+from cvops.gateway.core import Gateway
+from cvops.gateway.deployment import DeploymentsController, DeploymentService
 from cvops.gateway.errors import EXCEPTION_HANDLERS
+from cvops.gateway.feed import EventsController, FeedService
+from cvops.gateway.health import HealthController, HealthService
+from cvops.gateway.identity.routes import AuthController, UsersController
+from cvops.gateway.identity.service import IdentityService, bootstrap_admin
 from cvops.gateway.metrics import GatewayMetrics
 from cvops.gateway.openapi import document_routes, schema_router
-from cvops.gateway.service import GatewayService
+from cvops.gateway.training.routes import JobsController
+from cvops.gateway.training.service import TrainingService
 
 log = get_logger(__name__)
 
-CREDENTIALS_FILE = "admin.credentials"
 CATCH_UP_TIMEOUT_S = 600.0
+
+# Every route; each controller reaches its context's service as ``app.state.<context>``.
+CONTROLLERS: list[ControllerRouterHandler] = [
+    AuthController,
+    UsersController,
+    ModelsController,
+    DatasetsController,
+    JobsController,
+    DeploymentsController,
+    ConversionsController,
+    BenchmarksController,
+    EventsController,
+    UploadsController,
+    HealthController,
+]
 
 
 def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = None) -> Litestar:
@@ -60,21 +68,23 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         bus = await Bus.connect(settings, name="gateway")
-        runner = ProjectionRunner(bus, views.projection, views.db_path(settings))
+        runner = ProjectionRunner(bus, projection.projection, projection.db_path(settings))
         follow = asyncio.create_task(runner.run(), name="gateway-projection")
-        service = GatewayService(
-            settings=settings,
-            bus=bus,
-            runner=runner,
-            artifacts=ArtifactStore(bus),
-            passwords=Passwords(password_hasher),
-            metrics=metrics,
-        )
-        app.state.gateway = service
+        gateway = Gateway(settings=settings, bus=bus, runner=runner, metrics=metrics)
+        identity = IdentityService(gateway, Passwords(password_hasher))
+        app.state.gateway = gateway
+        app.state.identity = identity
+        app.state.catalog = CatalogService(gateway, ArtifactStore(bus))
+        app.state.training = TrainingService(gateway)
+        app.state.deployment = DeploymentService(gateway)
+        app.state.conversion = ConversionService(gateway)
+        app.state.benchmark = BenchmarkService(gateway)
+        app.state.feed = FeedService(gateway)
+        app.state.health = HealthService(gateway)
         try:
-            service.caught_up = await runner.catch_up(CATCH_UP_TIMEOUT_S)
-            if service.caught_up:
-                await bootstrap_admin(service)
+            gateway.caught_up = await runner.catch_up(CATCH_UP_TIMEOUT_S)
+            if gateway.caught_up:
+                await bootstrap_admin(identity)
             else:
                 log.warning("projection_not_caught_up", position=runner.position)
             log.info("gateway_started", position=runner.position)
@@ -87,7 +97,6 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
 
     app = Litestar(
         route_handlers=CONTROLLERS,
-        dependencies=DEPENDENCIES,
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(BearerAuthentication, exclude=PUBLIC_PATHS)],
         lifespan=[lifespan],
@@ -130,52 +139,3 @@ def with_correlation_id(app: ASGIApp) -> ASGIApp:
         await app(scope, receive, send_with_id)
 
     return correlated
-
-
-async def bootstrap_admin(service: GatewayService) -> Path | None:
-    """On a log with no user: create ``admin`` with a random password and an API token.
-
-    The first event is appended with expected-last-subject-sequence 0 on the ``admin``
-    aggregate, so of two gateways starting at once only one succeeds. The winner writes
-    ``<home>/admin.credentials`` (mode 0600); ``./justw up`` shows it once.
-
-    Returns:
-        The credentials file, or None when nothing was bootstrapped.
-    """
-    with service.runner.session() as s:
-        existing = views.count_users(s)
-    if existing:
-        return None
-    password = new_password()
-    token_id, secret, digest = new_token()
-    stamp = service.stamp("gateway", f"bootstrap-{uuid.uuid4().hex}")
-    events = handlers.bootstrap_admin(
-        existing,
-        password_hash=await service.passwords.hash(password),
-        token_id=token_id,
-        token_sha256=digest,
-        stamp=stamp,
-    )
-    try:
-        seq = await service.append(events, expected=0)
-    except ConcurrencyConflict:
-        log.info("bootstrap_done_elsewhere")
-        return None
-    await service.settle(seq)
-    settings = service.settings
-    text = (
-        f"username={handlers.BOOTSTRAP_ADMIN}\n"
-        f"password={password}\n"
-        f"token={secret}\n"
-        f"url=http://{settings.gateway_host}:{settings.gateway_port}\n"
-    )
-    path = settings.home_path / CREDENTIALS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    # Only where the secrets are: stdout is the service's log file, which others may read.
-    print(f"cvops admin created; credentials in {path} (mode 0600)", flush=True)
-    log.info("admin_bootstrapped", credentials=str(path))
-    return path

@@ -11,11 +11,14 @@ import asyncio
 import hashlib
 import secrets
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.datastructures import State
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -37,6 +40,10 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
     def may(self, permission: Permission) -> bool:
         return permission in ROLE_PERMISSIONS[self.role]
+
+
+# A request that passed the authentication middleware: ``request.user`` is the caller.
+AuthRequest = Request[Principal, Any, State]
 
 
 def new_token() -> tuple[str, str, str]:
@@ -92,7 +99,8 @@ class BearerAuthentication(AbstractAuthenticationMiddleware):
         secret = bearer(connection.headers.get("authorization"))
         if secret is None:
             raise NotAuthorizedException("missing bearer token")
-        found = connection.app.state.gateway.token_owner(token_digest(secret))
+        # the identity context's service (``IdentityService.token_owner``)
+        found = connection.app.state.identity.token_owner(token_digest(secret))
         if found is None:
             raise NotAuthorizedException("unknown token")
         token, user = found

@@ -21,8 +21,8 @@ from litestar import Litestar
 
 from cvops.core import Settings
 from cvops.gateway.app import create_app
+from cvops.gateway.core import Gateway
 from cvops.gateway.openapi import is_viewer_page
-from cvops.gateway.service import GatewayService
 
 # argon2 with the cheapest parameters: the tests check behaviour, not hash strength
 FAST_HASHER = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -51,7 +51,8 @@ class RunningGateway:
         await self.server.serve(sockets=[self.sock])
 
     @property
-    def service(self) -> GatewayService:
+    def service(self) -> Gateway:
+        """What every context's service shares: settings, bus, projection runner, metrics."""
         return self.app.state.gateway  # type: ignore[no-any-return]
 
     def start(self) -> RunningGateway:

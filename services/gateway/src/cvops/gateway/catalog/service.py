@@ -1,0 +1,253 @@
+"""Catalog use cases: reads of models, versions, engines and data sets; file downloads; stage
+changes; uploads (form checked, bytes stored, ``registry.*_upload_received`` appended, then the
+registry's verdict awaited).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from cvops.contracts import SUBJECT_PREFIX, ArtifactRef, Event, subject_token
+from cvops.contracts.api import (
+    DatasetView,
+    EngineArtifactView,
+    ModelVersionView,
+    ModelView,
+    UploadResult,
+)
+from cvops.contracts.registry import DatasetUploadReceived, ModelUploadReceived
+from cvops.core import ArtifactStore
+from cvops.gateway.auth import Principal
+from cvops.gateway.catalog import projection as views
+from cvops.gateway.catalog import rules
+from cvops.gateway.catalog.rules import MAX_FIELD_CHARS
+from cvops.gateway.core import Gateway
+from cvops.gateway.errors import Invalid, NotFound
+from cvops.gateway.uploads import UploadForm, read_form
+
+
+def model_subjects(model_name: str) -> str:
+    return f"{SUBJECT_PREFIX}.registry.{subject_token(f'model-{model_name}')}.*"
+
+
+@dataclass
+class Download:
+    """A stored file to stream back: its reference, a file name and its bytes, in chunks."""
+
+    artifact: ArtifactRef
+    filename: str
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass
+class CatalogService:
+    """Models, versions, data sets and uploads; the object store holds their bytes."""
+
+    gateway: Gateway
+    artifacts: ArtifactStore
+
+    # -- models --------------------------------------------------------------------------------
+    def models(self) -> list[ModelView]:
+        with self.gateway.session() as s:
+            return views.list_models(s)
+
+    def model(self, name: str) -> ModelView:
+        with self.gateway.session() as s:
+            model = views.get_model(s, name)
+        if model is None:
+            raise NotFound(f"no model {name!r}")
+        return model
+
+    def versions(self, name: str) -> list[ModelVersionView]:
+        with self.gateway.session() as s:
+            versions = views.list_versions(s, name)
+        if not versions:
+            raise NotFound(f"no model {name!r}")
+        return versions
+
+    def version(self, name: str, version: int) -> ModelVersionView:
+        with self.gateway.session() as s:
+            found = views.get_version(s, name, version)
+        if found is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return found
+
+    def engine_artifacts(self, name: str, version: int) -> list[EngineArtifactView]:
+        with self.gateway.session() as s:
+            found = views.get_version(s, name, version)
+            artifacts = views.list_engine_artifacts(s, name, version)
+        if found is None:
+            raise NotFound(f"model {name!r} has no version {version}")
+        return artifacts
+
+    async def download(self, name: str, version: int) -> Download:
+        """A version's file, if the object store still has it."""
+        ref = self.version(name, version).artifact
+        if not await self.artifacts.exists(ref.sha256):
+            raise NotFound("the artifact is no longer in the object store")
+        spool = self.gateway.settings.home_path / "spool"
+        return Download(
+            artifact=ref,
+            filename=ref.filename or f"{name}-v{version}",
+            chunks=self.artifacts.iter_chunks(ref.sha256, spool),
+        )
+
+    async def change_stage(
+        self, who: Principal, name: str, version: int, stage: str, correlation_id: str
+    ) -> ModelVersionView:
+        stamp = self.gateway.stamp(who.username, correlation_id)
+
+        def decide() -> list[Event]:
+            with self.gateway.session() as s:
+                current = views.get_version(s, name, version)
+            return rules.change_stage(current, stage, stamp=stamp)
+
+        await self.gateway.write_aggregate(model_subjects(name), decide)
+        return self.version(name, version)
+
+    # -- data sets -----------------------------------------------------------------------------
+    def datasets(self) -> list[DatasetView]:
+        with self.gateway.session() as s:
+            return views.list_datasets(s)
+
+    def dataset(self, name: str) -> DatasetView:
+        with self.gateway.session() as s:
+            found = views.get_dataset(s, name)
+        if found is None:
+            raise NotFound(f"no data set {name!r}")
+        return found
+
+    # -- uploads -------------------------------------------------------------------------------
+    async def upload_model(
+        self, who: Principal, content_type: str, body: AsyncIterator[bytes], correlation_id: str
+    ) -> UploadResult:
+        """Read the form (the file spooled to disk), then ``_model_upload``; the spooled file
+        is removed in any case."""
+        form = await self._read_form(content_type, body)
+        try:
+            return await self._model_upload(who, form, correlation_id)
+        finally:
+            form.discard()
+
+    async def upload_dataset(
+        self, who: Principal, content_type: str, body: AsyncIterator[bytes], correlation_id: str
+    ) -> UploadResult:
+        """Read the form (the file spooled to disk), then ``_dataset_upload``; the spooled file
+        is removed in any case."""
+        form = await self._read_form(content_type, body)
+        try:
+            return await self._dataset_upload(who, form, correlation_id)
+        finally:
+            form.discard()
+
+    async def _model_upload(
+        self, who: Principal, form: UploadForm, correlation_id: str
+    ) -> UploadResult:
+        """Check the form, store the bytes, append ``ModelUploadReceived``, await the verdict."""
+        fields = form.fields
+        name = rules.required_name(fields)
+        architecture = rules.optional_text(fields, "architecture", 128)
+        num_classes = rules.optional_int(fields, "num_classes", minimum=1)
+        input_shape = rules.input_shape(fields.get("input_shape", ""))
+        description = rules.optional_text(fields, "description", MAX_FIELD_CHARS) or ""
+        artifact = await self._store(form)
+        upload_id = uuid.uuid4().hex
+        stamp = self.gateway.stamp(who.username, correlation_id)
+        event = ModelUploadReceived(
+            **stamp.envelope(f"model-upload/{upload_id}"),
+            upload_id=upload_id,
+            model_name=name,
+            artifact=artifact,
+            architecture=architecture,
+            num_classes=num_classes,
+            input_shape=input_shape,
+            description=description,
+        )
+        return await self._await_verdict("model", name, upload_id, event, correlation_id)
+
+    async def _dataset_upload(
+        self, who: Principal, form: UploadForm, correlation_id: str
+    ) -> UploadResult:
+        """Check the form, store the bytes, append ``DatasetUploadReceived``, await the verdict."""
+        fields = form.fields
+        name = rules.required_name(fields)
+        description = rules.optional_text(fields, "description", MAX_FIELD_CHARS) or ""
+        seed = rules.optional_int(fields, "seed", minimum=0) or 0
+        artifact = await self._store(form)
+        upload_id = uuid.uuid4().hex
+        stamp = self.gateway.stamp(who.username, correlation_id)
+        event = DatasetUploadReceived(
+            **stamp.envelope(f"dataset-upload/{upload_id}"),
+            upload_id=upload_id,
+            dataset_name=name,
+            artifact=artifact,
+            description=description,
+            seed=seed,
+        )
+        return await self._await_verdict("dataset", name, upload_id, event, correlation_id)
+
+    def upload(self, upload_id: str) -> UploadResult:
+        with self.gateway.session() as s:
+            state = views.get_upload(s, upload_id)
+        if state is None:
+            raise NotFound(f"no upload {upload_id!r}")
+        return UploadResult(
+            upload_id=state.upload_id,
+            kind="model" if state.kind == "model" else "dataset",
+            name=state.name,
+            status=state.status,  # type: ignore[arg-type]
+            version=state.version,
+            reason=state.reason,
+            correlation_id=state.correlation_id,
+        )
+
+    async def _read_form(self, content_type: str, body: AsyncIterator[bytes]) -> UploadForm:
+        settings = self.gateway.settings
+        return await read_form(
+            content_type,
+            body,
+            file_field="file",
+            limit=settings.max_upload_bytes,
+            spool_dir=settings.home_path / "spool",
+        )
+
+    async def _store(self, form: UploadForm) -> ArtifactRef:
+        if form.file is None:
+            raise Invalid("missing file part 'file'")
+        if form.file.size == 0:
+            raise Invalid("the uploaded file is empty")
+        filename = form.filename[:200]
+        media_type = form.content_type
+        if media_type in ("", "application/octet-stream") and filename.endswith(".zip"):
+            media_type = "application/zip"
+        return await self.artifacts.put_file(
+            form.file.path, media_type=media_type, filename=filename, sha256=form.sha256
+        )
+
+    async def _await_verdict(
+        self, kind: str, name: str, upload_id: str, event: Event, correlation_id: str
+    ) -> UploadResult:
+        runner = self.gateway.runner
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.gateway.settings.upload_verdict_timeout_s
+        await self.gateway.write([event])
+        state = None
+        while True:
+            with self.gateway.session() as s:
+                state = views.get_upload(s, upload_id)
+            remaining = deadline - loop.time()
+            if (state is not None and state.status != "pending") or remaining <= 0:
+                break
+            await runner.wait_for(runner.position + 1, remaining)
+        return UploadResult(
+            upload_id=upload_id,
+            kind="model" if kind == "model" else "dataset",
+            name=name,
+            status=state.status if state else "pending",  # type: ignore[arg-type]
+            version=state.version if state else None,
+            reason=state.reason if state else None,
+            correlation_id=correlation_id,
+        )

@@ -1,0 +1,142 @@
+"""What every context shares: the plumbing of a write (stamp, append with the expected-sequence
+guard, read-your-write wait) and of a read (a session on the projection), the tables' metadata
+and JSON columns, and how a controller reaches its context's service.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+from sqlalchemy import MetaData
+from sqlalchemy.orm import Session
+
+from cvops.contracts import Event, Stamp
+from cvops.core import Bus, ConcurrencyConflict, ProjectionRunner, Settings, get_logger
+from cvops.gateway.metrics import GatewayMetrics
+
+log = get_logger(__name__)
+
+WRITE_ATTEMPTS = 3
+
+
+@dataclass
+class Gateway:
+    """What every context's service works with: settings, the bus, the projection, metrics."""
+
+    settings: Settings
+    bus: Bus
+    runner: ProjectionRunner
+    metrics: GatewayMetrics
+    caught_up: bool = False
+    # set when the server shuts down: open event feeds end so the shutdown is not held up
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def session(self) -> AbstractContextManager[Session]:
+        """A read session on the projection (the one read path of every context)."""
+        return self.runner.session()
+
+    def generation(self, event_context: str) -> int:
+        """Moves after every committed batch with an event of ``event_context`` (a cache key)."""
+        return self.runner.projection.generation(event_context)  # type: ignore[attr-defined,no-any-return]
+
+    def stamp(self, actor: str, correlation_id: str) -> Stamp:
+        return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
+
+    async def append(self, events: list[Event], *, expected: int | None = None) -> int:
+        """Publish events in order; with ``expected``, each one guards the aggregate."""
+        seq = 0
+        for event in events:
+            published = await self.bus.publish(event, expected_last_subject_seq=expected)
+            seq = published.seq
+            if expected is not None:
+                expected = seq
+        return seq
+
+    async def settle(self, seq: int) -> None:
+        """Wait until the projection has applied ``seq`` (read-your-write)."""
+        if seq and not await self.runner.wait_for(seq, self.settings.read_your_write_timeout_s):
+            log.warning("read_your_write_timeout", seq=seq, position=self.runner.position)
+
+    async def write(self, events: list[Event]) -> None:
+        """Append, then wait until the projection has the write."""
+        await self.settle(await self.append(events))
+
+    async def write_aggregate(self, subjects: str, decide: Callable[[], list[Event]]) -> int:
+        """Optimistic write: read the aggregate at its last sequence, decide, append guarded.
+
+        ``decide`` reads the projection (which is at least at the aggregate's last event);
+        when another writer got in between, the whole read-decide-append is retried.
+        """
+        for _ in range(WRITE_ATTEMPTS):
+            expected = await self.bus.last_subject_seq(subjects)
+            await self.runner.wait_for(expected, self.settings.read_your_write_timeout_s)
+            events = decide()
+            if not events:
+                return 0
+            try:
+                seq = await self.append(events, expected=expected)
+            except ConcurrencyConflict:
+                continue
+            await self.settle(seq)
+            return seq
+        raise ConcurrencyConflict(subjects)
+
+
+def new_job_id(kind: str) -> str:
+    """``job-1a2b3c4d5e6f``: short enough to type, random enough not to collide."""
+    return f"{kind}-{uuid.uuid4().hex[:12]}"
+
+
+# -- controllers -------------------------------------------------------------------------------
+
+
+def correlation_id(request: Request[Any, Any, Any]) -> str:
+    """The id of this request, which every event it appends carries (header X-Correlation-Id)."""
+    return str(request.scope["state"]["correlation_id"])
+
+
+def provide(key: str) -> dict[str, Provide]:
+    """``dependencies`` of a context's controllers: ``service``, its service in ``app.state``."""
+
+    def service(state: State) -> Any:
+        return state[key]
+
+    return {"service": Provide(service, sync_to_thread=False)}
+
+
+# -- projection --------------------------------------------------------------------------------
+
+# Every context's tables, in the one SQLite file (``projection.db_path``).
+metadata = MetaData()
+
+# A context's fold: apply one event (with its stream sequence and ``occurred_at`` as ISO text).
+Fold = Callable[[Session, Event, int, str], None]
+
+
+def as_json(value: object) -> str:
+    """A contract struct (or plain data) as the JSON text a column holds."""
+    return msgspec.json.encode(value).decode()
+
+
+def request_fields(event: Event, body: type[msgspec.Struct]) -> str:
+    """The user's fields of a request event, as the API body ``body`` (JSON)."""
+    raw = msgspec.to_builtins(event)
+    return as_json(msgspec.convert({k: raw[k] for k in body.__struct_fields__ if k in raw}, body))
+
+
+def parse_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def parse_optional_dt(value: str | None) -> datetime | None:
+    return parse_dt(value) if value else None
