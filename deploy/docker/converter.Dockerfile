@@ -19,11 +19,12 @@ RUN pip install -c requirements.lock torch numpy
 
 # the workspace members this service needs (contracts and core come first)
 COPY contracts/ contracts/
+COPY libs/domain/ libs/domain/
 COPY libs/core/ libs/core/
 COPY libs/vision/ libs/vision/
 COPY libs/engines/ libs/engines/
 COPY services/converter/ services/converter/
-RUN pip install -c requirements.lock ./contracts ./libs/core ./libs/vision ./libs/engines ./services/converter
+RUN pip install -c requirements.lock ./contracts ./libs/domain ./libs/core ./libs/vision ./libs/engines ./services/converter
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops

@@ -15,9 +15,10 @@ WORKDIR /src
 COPY requirements.lock ./
 # the workspace members this service needs (contracts and core come first)
 COPY contracts/ contracts/
+COPY libs/domain/ libs/domain/
 COPY libs/core/ libs/core/
 COPY services/inference-router/ services/inference-router/
-RUN pip install -c requirements.lock ./contracts ./libs/core ./services/inference-router
+RUN pip install -c requirements.lock ./contracts ./libs/domain ./libs/core ./services/inference-router
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops

@@ -12,33 +12,17 @@ from litestar.types import ExceptionHandlersMap
 
 from cvops.contracts.api import ErrorBody
 from cvops.core import ConcurrencyConflict, TooLarge, get_logger
+from cvops.domain.errors import (  # re-exported: the rules raise them, this maps them
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    QuotaExceeded,
+    Refused,
+)
 from cvops.gateway.uploads import FormError
 
 log = get_logger(__name__)
-
-
-class Refused(Exception):
-    """A command the current state does not allow; ``str(err)`` says why."""
-
-
-class NotFound(Refused):
-    """The command names something that does not exist."""
-
-
-class Conflict(Refused):
-    """The command clashes with the current state (exists already, last admin...)."""
-
-
-class Invalid(Refused):
-    """The command itself is malformed (bad name, short password, unknown role)."""
-
-
-class Forbidden(Refused):
-    """The caller's role allows the command, but not on this thing (someone else's job)."""
-
-
-class QuotaExceeded(Refused):
-    """The caller (or their role) has as many GPU jobs running as the quota allows."""
 
 
 ERROR_CODES = {
