@@ -38,6 +38,8 @@ class Projection(Protocol):
 
     def apply(self, session: Session, event: Event, seq: int) -> None: ...
 
+    # optional: ``version`` (int, default 0), the layout of its tables: a file written under
+    # another version is thrown away and rebuilt from the log (see ``open_projection_file``);
     # optional: ``apply_many(session, [(seq, event), ...])`` applies a batch's events in order
     # in place of ``apply`` one by one (aggregate tables load and write once per batch);
     # ``after_commit()`` is called once a batch is committed (cache invalidation)
@@ -110,9 +112,7 @@ class ProjectionRunner:
         self.db_path = Path(db_path)
         self.subjects = subjects or [ALL_EVENTS]
         self.batch = batch
-        self.engine = sqlite_engine(self.db_path)
-        projection.metadata.create_all(self.engine)
-        _checkpoint_meta.create_all(self.engine)
+        self.engine = open_projection_file(self.db_path, projection)
         self._position = self.checkpoint()
         self._moved = asyncio.Condition()
         self._stopping = asyncio.Event()
@@ -280,6 +280,30 @@ def _stream_seq(msg: Msg) -> int:
     if len(tokens) == 9 and tokens[1] == "ACK":
         return int(tokens[5])
     return int(msg.metadata.sequence.stream)  # the longer form with domain and account
+
+
+def open_projection_file(db_path: Path, projection: Projection) -> Engine:
+    """The projection's SQLite file, with its tables; a file whose layout version (SQLite's
+    ``user_version``) is not the projection's is deleted first, so the runner replays the
+    log into the new layout from sequence 1 — an upgrade that changes tables needs no step."""
+    version = int(getattr(projection, "version", 0))
+    engine = sqlite_engine(db_path)
+    with engine.connect() as conn:
+        stored = conn.exec_driver_sql("PRAGMA user_version").scalar_one()
+        tables = conn.exec_driver_sql("SELECT count(*) FROM sqlite_master").scalar_one()
+    if tables and stored != version:
+        log.warning(
+            "projection_layout_changed", projection=projection.name, stored=stored, now=version
+        )
+        engine.dispose()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        engine = sqlite_engine(db_path)
+    projection.metadata.create_all(engine)
+    _checkpoint_meta.create_all(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"PRAGMA user_version = {version}")
+    return engine
 
 
 async def rebuild_projection(bus: Bus, projection: Projection, db_path: Path | str) -> int:
