@@ -66,8 +66,10 @@ from cvops.contracts.training import (
     TrialPruned,
     TrialRequested,
 )
+from cvops.domain.catalog import DatasetVersionState
+from cvops.domain.training import JobState, evolve
 from cvops.trainer import handlers, search, space
-from cvops.trainer.handlers import Catalog, DatasetInfo, JobView
+from cvops.trainer.handlers import Catalog
 from cvops.trainer.work import TrialError, architectures, train_export_measure
 from cvops.vision import bundled
 from cvops.vision.data import CanonicalDataset
@@ -230,11 +232,11 @@ class Evaluator:
 
 def _plan_view(
     dataset: str, ds: CanonicalDataset, seed: int, budget: Budget, objectives: list[str]
-) -> JobView:
+) -> JobState:
     catalog = Catalog(
         datasets={
             dataset: [
-                DatasetInfo(
+                DatasetVersionState(
                     name=dataset,
                     version=1,
                     canonical=DUMMY,
@@ -259,10 +261,10 @@ def _plan_view(
         search_space=BENCH_SPACE,
         seed=seed,
     )
-    view = handlers.evolve(None, request, 1)
+    view = evolve(None, request, 1)
     assert view is not None
     for e in handlers.validate_request(view, catalog, handlers.job_stamp(view, NOW)):
-        view = handlers.evolve(view, e, 2)
+        view = evolve(view, e, 2)
     assert view is not None and view.status == "running", view.reason if view else None
     return view
 
@@ -299,7 +301,7 @@ def run_ga(
         nonlocal view, seq
         for e in events:
             seq += 1
-            folded = handlers.evolve(view, e, seq)
+            folded = evolve(view, e, seq)
             assert folded is not None
             view = folded
 
@@ -324,7 +326,7 @@ def _trial(
     evaluate: Evaluator,
     dataset: str,
     seed: int,
-    view: JobView,
+    view: JobState,
     req: TrialRequested,
     curves: dict[str, list[float]],
     run: Run,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cvops.engines import (
-    ENGINES,
+    ENGINE_REGISTRY,
     EngineFailure,
     EngineUnavailable,
     OpenVinoEngine,
@@ -27,7 +27,7 @@ from cvops.engines import (
 
 def test_registry_lists_every_engine_with_availability_or_why():
     statuses = {s.name: s for s in available_engines()}
-    assert set(statuses) == set(ENGINES)
+    assert set(statuses) == set(ENGINE_REGISTRY)
     for status in statuses.values():
         if status.available:
             assert status.detail == "available"
@@ -123,3 +123,9 @@ def test_torch_compiled_matches_eager(task):
     np.testing.assert_allclose(
         engine.infer(images), reference_outputs(task.model, images), atol=1e-4
     )
+
+
+def test_the_registry_is_keyed_by_the_contracts_engine_names() -> None:
+    from cvops.contracts.conversion import ENGINE_NAMES
+
+    assert tuple(ENGINE_REGISTRY) == ENGINE_NAMES

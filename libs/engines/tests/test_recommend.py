@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from cvops.engines import BenchRow, pareto_front, recommend
+from cvops.engines import BenchmarkRow, pareto_front, recommend
 
 
 def row(engine, precision, batch, conc, p95, thr, acc=0.95, p50=None, error=None):
     if error:
-        return BenchRow(
+        return BenchmarkRow(
             engine=engine,
             precision=precision,
             artifact="",
@@ -16,7 +16,7 @@ def row(engine, precision, batch, conc, p95, thr, acc=0.95, p50=None, error=None
             concurrency=conc,
             error=error,
         )
-    return BenchRow(
+    return BenchmarkRow(
         engine=engine,
         precision=precision,
         artifact="",

@@ -20,6 +20,7 @@ from cvops.contracts.conversion import (
     BenchmarkRequested,
     BenchmarkRow,
 )
+from cvops.domain import benchmark
 
 STAMP = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="alice", correlation_id="req-1")
 WORK = Stamp(
@@ -115,7 +116,7 @@ def test_the_newest_artifact_per_target_is_measured() -> None:
 
 
 def test_the_plan_uses_the_converters_input_layout_and_data_set() -> None:
-    view = handlers.evolve(None, _request(), 1)
+    view = benchmark.evolve(None, _request())
     plan = handlers.plan_benchmark(
         view, _model(), [_artifact("onnx", 4)], DATASETS, CPU_HOST, False, WORK
     )
@@ -125,13 +126,13 @@ def test_the_plan_uses_the_converters_input_layout_and_data_set() -> None:
 
 
 def test_bad_requests_and_unknown_models_end_the_job_with_a_reason() -> None:
-    view = handlers.evolve(None, _request(), 1)
+    view = benchmark.evolve(None, _request())
     (failed,) = handlers.plan_benchmark(view, None, [], DATASETS, CPU_HOST, False, WORK)
-    assert isinstance(failed, BenchmarkFailed) and "not registered" in failed.reason
-    view = handlers.evolve(None, _request(batch_sizes=[0]), 1)
+    assert isinstance(failed, BenchmarkFailed) and "has no version" in failed.reason
+    view = benchmark.evolve(None, _request(batch_sizes=[0]))
     (failed,) = handlers.plan_benchmark(view, _model(), [], DATASETS, CPU_HOST, False, WORK)
-    assert ">= 1" in failed.reason
-    view = handlers.evolve(None, _request(engines=["tensorrt"]), 1)
+    assert "batch size must be within 1..4096" in failed.reason
+    view = benchmark.evolve(None, _request(engines=["tensorrt"]))
     (failed,) = handlers.plan_benchmark(view, _model(), [], DATASETS, CPU_HOST, False, WORK)
     assert "no engine can run" in failed.reason and "tensorrt" in failed.reason
 
@@ -179,7 +180,7 @@ def test_the_pick_is_the_fastest_row_meeting_the_sla_with_batcher_advice() -> No
     assert done.batcher is not None and done.batcher.preferred_batch_sizes == [8]
     assert done.batcher.max_queue_delay_us > 0
     assert "not measured: tensorrt" in done.reason and done.rows == 5
-    assert done.event_id == handlers.failed(req, "x", WORK).event_id  # one end per job
+    assert done.event_id == benchmark.fail(req, "x", WORK).event_id  # one end per job
 
 
 def test_an_sla_nothing_meets_says_so_and_names_the_closest() -> None:
@@ -198,7 +199,7 @@ def test_an_sla_nothing_meets_says_so_and_names_the_closest() -> None:
 
 def test_folding_counts_rows_and_remembers_where_each_attempt_started() -> None:
     req = _request()
-    view = handlers.evolve(None, req, 1)
+    view = benchmark.evolve(None, req)
     plan = handlers.plan_benchmark(view, _model(), [], DATASETS, CPU_HOST, False, WORK)
     assert isinstance(plan, handlers.BenchPlan)
     events = [
@@ -219,10 +220,10 @@ def test_folding_counts_rows_and_remembers_where_each_attempt_started() -> None:
         ),
         handlers.started(plan, 2, "h", 2, None, WORK),
     ]
-    for seq, e in enumerate(events, start=2):
-        view = handlers.evolve(view, e, seq)
-    assert (view.rows, view.failed_rows, view.started_rows) == (2, 1, [0, 2])
-    assert view.status == "running" and view.last_seq == 5
+    for e in events:
+        view = benchmark.evolve(view, e)
+    assert (len(view.rows), view.failed_rows, view.started_rows) == (2, 1, [0, 2])
+    assert view.status == "running"
 
 
 def _as_dict(row: BenchmarkRow) -> dict:  # type: ignore[type-arg]

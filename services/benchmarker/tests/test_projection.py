@@ -59,7 +59,7 @@ def test_replaying_gives_the_same_rows_and_a_cell_keeps_its_first_row(tmp_path: 
         (kept,) = projection.job_rows(s, "b")
         view = projection.load_job(s, "b")
         artifacts = projection.model_artifacts(s, "cnn", 1)
-    assert kept.p95_ms == 1.0 and view is not None and view.rows == 1
+    assert kept.p95_ms == 1.0 and view is not None and view.rows == [kept]
     assert handlers.newest_artifacts(artifacts)["int8"].job_id == "c-2"
     runner.engine.dispose()
     again.engine.dispose()

@@ -19,6 +19,7 @@ from cvops.contracts.conversion import (
 )
 from cvops.converter import handlers
 from cvops.converter.handlers import DatasetView, JobFacts, ModelVersionView, fit_input
+from cvops.domain import conversion
 
 STAMP = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="alice", correlation_id="req-1")
 WORK = Stamp(
@@ -76,10 +77,10 @@ def _facts(req: ConversionRequested) -> JobFacts:
 
 
 def _fold(*events):  # type: ignore[no-untyped-def]
-    view = None
-    for seq, e in enumerate(events, start=1):
-        view = handlers.evolve(view, e, seq)
-    return view
+    state = None
+    for e in events:
+        state = conversion.evolve(state, e)
+    return state
 
 
 def test_a_redelivered_job_plans_only_the_targets_without_a_result() -> None:
@@ -90,7 +91,7 @@ def test_a_redelivered_job_plans_only_the_targets_without_a_result() -> None:
     view = _fold(req, onnx, int8)
     plan = handlers.plan_conversion(view, _model(), DATASETS, WORK)
     assert isinstance(plan, handlers.Plan)
-    assert plan.targets == ["fp16"] and view.last_seq == 3
+    assert plan.targets == ["fp16"]
     assert view.results["onnx"].artifact == REF
 
 
@@ -101,14 +102,14 @@ def test_one_result_per_target_and_one_end_per_job_share_event_ids() -> None:
     no = handlers.rejected(req, "int8", "drop", WORK)
     away = handlers.unavailable(req, "int8", "why", WORK)
     assert ok.event_id == no.event_id == away.event_id  # JetStream keeps only the first
-    done = handlers.completed(req, {"int8": "produced"}, WORK)
-    assert done.event_id == handlers.failed(req, "x", WORK).event_id
+    done = conversion.complete(req, {"int8": "produced"}, WORK)
+    assert done.event_id == conversion.fail(req, "x", WORK).event_id
     assert ok.subject == "cvops.evt.conversion.job-1.artifact_produced"
 
 
 def test_completion_lists_each_target_under_its_outcome_in_request_order() -> None:
     req = _request(targets=["int8", "onnx", "tensorrt-fp16"])
-    done = handlers.completed(
+    done = conversion.complete(
         req, {"onnx": "produced", "int8": "rejected", "tensorrt-fp16": "unavailable"}, WORK
     )
     assert isinstance(done, ConversionCompleted)
@@ -118,19 +119,19 @@ def test_completion_lists_each_target_under_its_outcome_in_request_order() -> No
         ["tensorrt-fp16"],
     )
     with pytest.raises(ValueError, match="without a result"):
-        handlers.completed(req, {"onnx": "produced"}, WORK)
+        conversion.complete(req, {"onnx": "produced"}, WORK)
 
 
 def test_an_unknown_model_or_data_set_fails_the_job_with_the_reason() -> None:
     view = _fold(_request())
     (failed,) = handlers.plan_conversion(view, None, DATASETS, WORK)
-    assert isinstance(failed, ConversionFailed) and "not registered" in failed.reason
+    assert isinstance(failed, ConversionFailed) and "has no version" in failed.reason
     view = _fold(_request(dataset="nope"))
     (failed,) = handlers.plan_conversion(view, _model(), DATASETS, WORK)
     assert "'nope' is not a validated data set" in failed.reason
     view = _fold(_request())
     (failed,) = handlers.plan_conversion(view, _model(lineage=Lineage()), DATASETS, WORK)
-    assert "request must name one" in failed.reason
+    assert "no data set in its lineage" in failed.reason
 
 
 def test_the_lineage_data_set_version_is_preferred_to_the_newest() -> None:
@@ -145,7 +146,7 @@ def test_the_lineage_data_set_version_is_preferred_to_the_newest() -> None:
 
 def test_a_finished_job_needs_nothing() -> None:
     req = _request()
-    view = _fold(req, handlers.failed(req, "boom", WORK))
+    view = _fold(req, conversion.fail(req, "boom", WORK))
     assert view.finished and view.reason == "boom"
     assert handlers.plan_conversion(view, _model(), DATASETS, WORK) == []
 

@@ -10,6 +10,7 @@ from cvops.contracts.conversion import ConversionRequested, GateResult, ParityNu
 from cvops.contracts.registry import DatasetValidated, ImageStats, ModelVersionAdded, SplitCounts
 from cvops.converter import handlers, projection
 from cvops.core import ProjectionRunner, dump_rows
+from cvops.domain import conversion
 
 STAMP = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="alice", correlation_id="req-1")
 REF = ArtifactRef(sha256="a" * 64, size=10)
@@ -43,7 +44,7 @@ def _events() -> list:  # type: ignore[type-arg]
     onnx = handlers.produced(facts, "onnx", REF, [], "onnx", "fp32", parity, ok, STAMP)
     int8 = handlers.rejected(req, "int8", "drop 9 pts", STAMP)
     late = handlers.unavailable(req, "int8", "late duplicate", STAMP)
-    done = handlers.completed(req, {"onnx": "produced", "int8": "rejected"}, STAMP)
+    done = conversion.complete(req, {"onnx": "produced", "int8": "rejected"}, STAMP)
     return [version, dataset, req, onnx, int8, late, done]
 
 

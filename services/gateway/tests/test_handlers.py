@@ -40,7 +40,7 @@ REF = ArtifactRef(sha256="ab" * 32, size=3, filename="m.onnx")
 
 
 def user(name: str = "ann", role: str = "admin", disabled: bool = False) -> UserState:
-    return UserState(username=name, role=role, password_hash="h", disabled=disabled, created_at=NOW)  # type: ignore[arg-type]
+    return UserState(username=name, role=role, disabled=disabled, created_at=NOW)  # type: ignore[arg-type]
 
 
 def version(stage: str = "none") -> ModelVersionView:
@@ -129,6 +129,7 @@ def test_tokens_are_issued_to_active_users_and_revoked_by_their_owner_or_an_admi
     token = TokenState(
         token_id="t1",
         username="ann",
+        token_sha256="d" * 64,
         kind="api",
         label="",
         created_at=NOW,

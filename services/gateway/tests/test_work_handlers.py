@@ -65,6 +65,7 @@ from cvops.contracts.training import (
     TrialSummary,
 )
 from cvops.core import dump_rows, sqlite_engine
+from cvops.domain.training import JobState
 from cvops.gateway import benchmark as benchmarks
 from cvops.gateway import conversion as conversions
 from cvops.gateway import deployment as deployments
@@ -73,7 +74,6 @@ from cvops.gateway.catalog import projection as catalog_views
 from cvops.gateway.errors import Conflict, Forbidden, Invalid, NotFound, QuotaExceeded
 from cvops.gateway.training import projection as training_views
 from cvops.gateway.training import rules as training
-from cvops.gateway.training.rules import JobState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STAMP = Stamp(now=NOW, actor="eng", correlation_id="req-1")
@@ -203,9 +203,13 @@ def test_gpu_quotas_count_only_cuda_jobs_per_user_then_per_role() -> None:
 
 
 def test_cancel_is_for_the_owner_or_an_admin_and_only_once() -> None:
-    job = JobState(
-        job_id="j", owner="ann", status="running", cancel_requested=False, correlation_id="job-c"
+    requested = TrainingRequested(
+        **Stamp(now=NOW, actor="ann", correlation_id="job-c").envelope("training/j"),
+        job_id="j",
+        dataset="shapes",
+        arch="simple-cnn",
     )
+    job = JobState(job_id="j", status="running", request=requested)
     (cancel,) = training.cancel_training(job, username="ann", is_admin=False, stamp=STAMP)
     assert isinstance(cancel, TrainingCancelRequested)
     assert cancel.correlation_id == "job-c"  # on the job's own feed

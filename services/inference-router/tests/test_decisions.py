@@ -27,16 +27,17 @@ from cvops.contracts.deployment import (
 from cvops.contracts.identity import TokenIssued, TokenRevoked, UserCreated
 from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import ProjectionRunner, dump_rows
+from cvops.domain.identity import UserState
 from cvops.inference_router import handlers, predict, projection
 from cvops.inference_router.grpc_api import scan, string_field, with_version
 from cvops.inference_router.metrics import relabel_triton
-from cvops.inference_router.projection import RouterProjection, UserRow
+from cvops.inference_router.projection import RouterProjection
 from cvops.inference_router.routing import CircuitBreaker, Instance, Pool, parse_instance
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)
 SPEC = [TensorSpec(name="input", shape=[-1, 3, 8, 8], dtype="float32")]
 OUT = [TensorSpec(name="logits", shape=[-1, 4], dtype="float32")]
-ADMIN = UserRow("ann", "admin", False)
+ADMIN = UserState(username="ann", role="admin", created_at=T0, created_by="ann")
 
 
 def stamp(i: int = 0, actor: str = "ann") -> Stamp:
@@ -109,7 +110,7 @@ def test_a_rolling_update_loads_old_and_new_side_by_side() -> None:
     [
         ({}, {}, ADMIN, "has no version 1"),
         ({}, rows(1, fmt="safetensors"), ADMIN, "convert it to ONNX"),
-        ({}, rows(1), UserRow("vic", "viewer", False), "forbidden"),
+        ({}, rows(1), UserState(username="vic", role="viewer", created_at=T0), "forbidden"),
         ({}, rows(1), None, "not a known user"),
         ({"engine": "magic"}, rows(1), ADMIN, "unknown engine"),
         ({"deployment": "bad name"}, rows(1), ADMIN, "invalid deployment name"),
@@ -121,7 +122,7 @@ def test_a_rolling_update_loads_old_and_new_side_by_side() -> None:
 def test_bad_deployment_requests_are_refused_with_a_reason(
     request_kw: dict[str, object],
     versions: dict[int, projection.ModelVersionRow | None],
-    actor: UserRow | None,
+    actor: UserState | None,
     needle: str,
 ) -> None:
     verdict = handlers.plan_deployment(requested(1, **request_kw), None, versions, actor, stamp())
@@ -160,18 +161,6 @@ def test_canary_choice_is_sticky_per_key_and_weighted_overall() -> None:
     drawn = Counter(handlers.choose_version(d, None, float(rng.random())) for _ in range(20_000))
     assert abs(drawn[2] / 20_000 - 0.25) < 0.02
     assert handlers.choose_version(_row(version=3), None, 0.0) == 3
-
-
-def test_token_refusals() -> None:
-    token = projection.TokenRow("h", "t1", "vic", "session", T0, False)
-    viewer = UserRow("vic", "viewer", False)
-    assert handlers.token_refusal(None, None, T0) == "unknown token"
-    assert handlers.token_refusal(token, viewer, T0 - timedelta(seconds=1)) is None
-    assert handlers.token_refusal(token, viewer, T0) == "token expired"
-    revoked = projection.TokenRow("h", "t1", "vic", "api", None, True)
-    assert handlers.token_refusal(revoked, viewer, T0) == "token revoked"
-    api = projection.TokenRow("h", "t1", "vic", "api", None, False)
-    assert handlers.token_refusal(api, UserRow("vic", "viewer", True), T0) == "user disabled"
 
 
 # -- projection -------------------------------------------------------------------------
@@ -363,7 +352,6 @@ def _row(
         instance_count=1,
         pending_version=None,
         reason="",
-        updated_seq=1,
     )
 
 

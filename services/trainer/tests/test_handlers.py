@@ -30,8 +30,10 @@ from cvops.contracts.training import (
     TrialRequested,
     TrialStarted,
 )
+from cvops.domain.catalog import DatasetVersionState
+from cvops.domain.training import JobState, evolve
 from cvops.trainer import handlers, search, space
-from cvops.trainer.handlers import ArchInfo, Catalog, DatasetInfo, JobView, evolve, next_step
+from cvops.trainer.handlers import ArchInfo, Catalog, next_step
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 CANONICAL = ArtifactRef(sha256="a" * 64, size=10, media_type="application/x-npz")
@@ -44,7 +46,7 @@ ARCH_SPACE = {
 CATALOG = Catalog(
     datasets={
         "digits": [
-            DatasetInfo(
+            DatasetVersionState(
                 name="digits",
                 version=1,
                 canonical=CANONICAL,
@@ -54,7 +56,7 @@ CATALOG = Catalog(
             )
         ],
         "tiny": [
-            DatasetInfo(
+            DatasetVersionState(
                 name="tiny",
                 version=1,
                 canonical=CANONICAL,
@@ -91,14 +93,14 @@ def request(**overrides: Any) -> TrainingRequested:
     return TrainingRequested(**stamp().envelope("request"), **fields)
 
 
-def fold(events: list[Event], view: JobView | None = None) -> JobView:
+def fold(events: list[Event], view: JobState | None = None) -> JobState:
     for i, e in enumerate(events):
         view = evolve(view, e, seq=i + 1 + (view.last_seq if view else 0))
     assert view is not None
     return view
 
 
-def started_job(**overrides: Any) -> JobView:
+def started_job(**overrides: Any) -> JobState:
     view = fold([request(**overrides)])
     assert next_step(view).kind == "validate"
     view = fold(handlers.validate_request(view, CATALOG, job_stamp(view)), view)
@@ -106,7 +108,7 @@ def started_job(**overrides: Any) -> JobView:
     return view
 
 
-def job_stamp(view: JobView) -> Stamp:
+def job_stamp(view: JobState) -> Stamp:
     return handlers.job_stamp(view, NOW)
 
 
@@ -114,7 +116,9 @@ def metrics(acc: float, latency: float, params: int = 1000) -> TrialMetrics:
     return TrialMetrics(accuracy=acc, latency_ms=latency, size_bytes=params * 4, parameters=params)
 
 
-def completed(view: JobView, tid: str, acc: float, latency: float, key: str = "") -> TrialCompleted:
+def completed(
+    view: JobState, tid: str, acc: float, latency: float, key: str = ""
+) -> TrialCompleted:
     t = view.trials[tid]
     return TrialCompleted(
         **stamp(key or tid).envelope(f"done-{tid}-{key}"),
@@ -130,7 +134,7 @@ def completed(view: JobView, tid: str, acc: float, latency: float, key: str = ""
     )
 
 
-def failed(view: JobView, tid: str, reason: str = "training diverged") -> TrialFailed:
+def failed(view: JobState, tid: str, reason: str = "training diverged") -> TrialFailed:
     t = view.trials[tid]
     return TrialFailed(
         **stamp(tid).envelope(f"failed-{tid}"),
@@ -142,7 +146,7 @@ def failed(view: JobView, tid: str, reason: str = "training diverged") -> TrialF
     )
 
 
-def run_generation(view: JobView, results: dict[int, tuple[float, float] | None]) -> JobView:
+def run_generation(view: JobState, results: dict[int, tuple[float, float] | None]) -> JobState:
     """Start the next generation and end its trials (None: failed)."""
     step = next_step(view)
     assert step.kind == "start"
@@ -166,7 +170,7 @@ def run_generation(view: JobView, results: dict[int, tuple[float, float] | None]
         ({"dataset": "nope"}, "unknown data set 'nope'"),
         ({"dataset": "broken"}, "data set 'broken' failed validation: x must be uint8"),
         ({"dataset_version": 3}, "has no validated version 3"),
-        ({"budget": Budget(trials=0)}, "at least 1 trial"),
+        ({"budget": Budget(trials=0)}, "budget trials must be at least 1"),
         ({"budget": Budget(population=0, generations=2)}, "population must be at least 1"),
         ({"budget": Budget(trials=10, population=4)}, "not a multiple of the population 4"),
         ({"search_space": {"lr": ParamSpec(kind="float", low=0.1, high=0.01)}}, "inverted range"),
@@ -177,7 +181,7 @@ def run_generation(view: JobView, results: dict[int, tuple[float, float] | None]
         ({"arch": "resnet-mini", "dataset": "tiny"}, "image size 8x8 is too small for resnet"),
         ({"image_size": 4}, "too small for simple-cnn"),
         ({"objectives": ["latency"]}, "must include accuracy"),
-        ({"objectives": ["accuracy", "beauty"]}, "unknown objectives"),
+        ({"objectives": ["accuracy", "beauty"]}, "unknown objective 'beauty'"),
         ({"target_engine": "abacus"}, "unknown target engine"),
         ({"constraints": Constraints(max_latency_ms=-1)}, "must be positive"),
         ({"hyperparameters": {"dropout": 2.0}}, "dropout must be between"),
@@ -282,7 +286,7 @@ def test_trial_gate_skips_finished_trials_and_cancelled_jobs() -> None:
             job_id=view.job_id,
             generation=0,
             index=0,
-            attempt=i,
+            attempt=i + 1,
             host="h",
             device="cpu",
             parameters=10,

@@ -16,6 +16,7 @@ from cvops.contracts.training import (
     TrialProgressed,
 )
 from cvops.core import ProjectionRunner, dump_rows
+from cvops.domain.training import evolve
 from cvops.trainer import handlers, projection
 from cvops.trainer.work import architectures
 
@@ -50,7 +51,7 @@ def _job_events(runner: ProjectionRunner) -> tuple[list[Event], list[Event]]:
         budget=Budget(population=2, generations=1),
         epochs=2,
     )
-    view = handlers.evolve(None, req, 1)
+    view = evolve(None, req, 1)
     assert view is not None
     with runner.session() as s:
         catalog = handlers.Catalog(
@@ -60,7 +61,7 @@ def _job_events(runner: ProjectionRunner) -> tuple[list[Event], list[Event]]:
         )
     stamp = handlers.job_stamp(view, NOW)
     started = handlers.validate_request(view, catalog, stamp)
-    view = handlers.evolve(view, started[0], 2)
+    view = evolve(view, started[0], 2)
     assert view is not None and view.status == "running", view.reason
     generation = handlers.start_generation(view, 0, stamp)
     results: list[Event] = []

@@ -33,6 +33,18 @@ CalibrationMethod = Literal["minmax", "entropy", "percentile"]
 CALIBRATION_METHODS: tuple[CalibrationMethod, ...] = ("minmax", "entropy", "percentile")
 DEFAULT_MAX_ACCURACY_DROP = 1.0  # points of top-1 accuracy
 
+# Every inference engine ``cvops.engines`` can measure (a benchmark row's ``engine``); the
+# engine registry there is keyed by exactly these names.
+ENGINE_NAMES: tuple[str, ...] = (
+    "torch-eager",
+    "torch-compiled",
+    "onnxruntime-cpu",
+    "onnxruntime-cuda",
+    "onnxruntime-tensorrt",
+    "openvino-cpu",
+    "tensorrt",
+)
+
 
 # -- value types ----------------------------------------------------------------------------
 

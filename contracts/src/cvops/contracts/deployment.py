@@ -15,7 +15,7 @@ import msgspec
 from cvops.contracts.envelope import Event
 
 # Engines the router can put behind Triton (python backend locally, native on NGC hosts).
-ENGINES: tuple[str, ...] = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
+SERVING_ENGINES: tuple[str, ...] = ("onnxruntime-cpu", "onnxruntime-cuda", "tensorrt")
 
 
 class Canary(msgspec.Struct, frozen=True, kw_only=True):

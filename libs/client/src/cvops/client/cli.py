@@ -40,7 +40,7 @@ from cvops.contracts.api import (
     UploadResult,
 )
 from cvops.contracts.conversion import CALIBRATION_METHODS
-from cvops.contracts.deployment import ENGINES
+from cvops.contracts.deployment import SERVING_ENGINES
 from cvops.contracts.identity import ROLES
 from cvops.contracts.registry import STAGES
 from cvops.contracts.training import ARCHITECTURES, Budget, Constraints, ParamSpec
@@ -929,7 +929,9 @@ def _await_deployment(
 @cli.command()
 @click.argument("ref", metavar="MODEL:VERSION")
 @click.option("--name", "deployment", help="Name clients infer against (default: MODEL).")
-@click.option("--engine", type=click.Choice(ENGINES), default="onnxruntime-cpu", show_default=True)
+@click.option(
+    "--engine", type=click.Choice(SERVING_ENGINES), default="onnxruntime-cpu", show_default=True
+)
 @click.option("--canary", metavar="MODEL:VERSION=PCT%", help="Send a share to another version.")
 @click.option("--public", is_flag=True, help="Inference needs no token.")
 @click.option(

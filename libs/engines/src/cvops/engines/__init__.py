@@ -19,7 +19,7 @@ from cvops.engines.convert import (
     to_tensorrt,
 )
 from cvops.engines.engines import (
-    ENGINES,
+    ENGINE_REGISTRY,
     Engine,
     EngineStatus,
     OpenVinoEngine,
@@ -48,7 +48,7 @@ from cvops.engines.harness import (
     host_fingerprint,
     run_sweep,
 )
-from cvops.engines.measurement import BenchRow
+from cvops.engines.measurement import BenchmarkRow
 from cvops.engines.parity import (
     GateVerdict,
     Int8Outcome,
@@ -66,12 +66,12 @@ from cvops.engines.stats import LatencyStats, bootstrap_ci, coefficient_of_varia
 
 __all__ = [
     "CALIBRATION_METHODS",
-    "ENGINES",
+    "ENGINE_REGISTRY",
     "TARGETS",
     "Artifact",
     "BatcherAdvice",
-    "BenchRow",
     "BenchTarget",
+    "BenchmarkRow",
     "CalibrationError",
     "ConversionError",
     "Engine",

@@ -443,7 +443,8 @@ class EngineStatus(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
-ENGINES: dict[str, type[Engine]] = {
+# Engine classes by name: exactly the contracts' ``ENGINE_NAMES`` (a test holds them equal).
+ENGINE_REGISTRY: dict[str, type[Engine]] = {
     cls.name: cls
     for cls in (
         TorchEagerEngine,
@@ -460,10 +461,10 @@ ENGINES: dict[str, type[Engine]] = {
 def create_engine(name: str, precision: str = "fp32", **options: Any) -> Engine:
     """An unloaded engine by registry name."""
     try:
-        factory: Callable[..., Engine] = ENGINES[name]
+        factory: Callable[..., Engine] = ENGINE_REGISTRY[name]
     except KeyError:
         raise EngineUnavailable(
-            f"unknown engine {name!r}; known: {', '.join(sorted(ENGINES))}"
+            f"unknown engine {name!r}; known: {', '.join(sorted(ENGINE_REGISTRY))}"
         ) from None
     return factory(precision=precision, **options)
 
@@ -471,7 +472,7 @@ def create_engine(name: str, precision: str = "fp32", **options: Any) -> Engine:
 def available_engines() -> list[EngineStatus]:
     """Every registered engine with ``available`` or ``unavailable: <why>``."""
     statuses = []
-    for name, cls in ENGINES.items():
+    for name, cls in ENGINE_REGISTRY.items():
         engine = cls() if name != TensorRTEngine.name else cls(precision="fp16")
         try:
             ok, why = engine.available()

@@ -18,15 +18,15 @@ import numpy as np
 
 from cvops.engines.engines import Engine
 from cvops.engines.errors import EngineUnavailable
-from cvops.engines.measurement import BenchRow
+from cvops.engines.measurement import BenchmarkRow
 from cvops.engines.parity import engine_outputs
 from cvops.engines.recommend import BatcherAdvice, Recommendation, pareto_front, recommend
 from cvops.engines.stats import is_stable, summarize
 
 __all__ = [
     "BatcherAdvice",
-    "BenchRow",
     "BenchTarget",
+    "BenchmarkRow",
     "HostFingerprint",
     "Recommendation",
     "SweepConfig",
@@ -88,9 +88,9 @@ def run_sweep(
     images: np.ndarray,
     labels: np.ndarray | None = None,
     config: SweepConfig | None = None,
-    on_row: Callable[[BenchRow], None] | None = None,
+    on_row: Callable[[BenchmarkRow], None] | None = None,
     done: Collection[tuple[str, str, str, int, int]] = (),
-) -> list[BenchRow]:
+) -> list[BenchmarkRow]:
     """Measure every target at every batch size x concurrency.
 
     Args:
@@ -102,12 +102,12 @@ def run_sweep(
         done: row keys already measured (a resumed sweep skips them).
 
     Returns:
-        One ``BenchRow`` per target x batch size x concurrency not in ``done``.
+        One ``BenchmarkRow`` per target x batch size x concurrency not in ``done``.
     """
     cfg = config or SweepConfig()
-    rows: list[BenchRow] = []
+    rows: list[BenchmarkRow] = []
 
-    def emit(row: BenchRow) -> None:
+    def emit(row: BenchmarkRow) -> None:
         rows.append(row)
         if on_row is not None:
             on_row(row)
@@ -156,7 +156,7 @@ def run_sweep(
 
 def _measure_cell(
     target: BenchTarget, batch: np.ndarray, concurrency: int, cfg: SweepConfig
-) -> BenchRow:
+) -> BenchmarkRow:
     engine = target.engine
     latencies: list[float] = []
     finished: list[float] = []
@@ -229,7 +229,7 @@ def _measure_cell(
     samples = np.asarray(latencies)
     stats = summarize(samples, seed=cfg.seed)
     window_s = max(max(finished) - t0, 1e-9)
-    return BenchRow(
+    return BenchmarkRow(
         engine=engine.name,
         precision=engine.precision,
         artifact=target.artifact,
@@ -254,8 +254,10 @@ def _measure_cell(
     )
 
 
-def _failed_row(target: BenchTarget, batch_size: int, concurrency: int, reason: str) -> BenchRow:
-    return BenchRow(
+def _failed_row(
+    target: BenchTarget, batch_size: int, concurrency: int, reason: str
+) -> BenchmarkRow:
+    return BenchmarkRow(
         engine=target.engine.name,
         precision=target.engine.precision,
         artifact=target.artifact,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import msgspec
 from msgspec.structs import replace
 
-from cvops.engines.measurement import BenchRow
+from cvops.engines.measurement import BenchmarkRow
 
 REFERENCE_ENGINE = ("torch-eager", "fp32")
 _MIN_BATCH_GAIN = 1.05  # a larger batch is preferred only if it buys 5% more throughput
@@ -26,18 +26,18 @@ class BatcherAdvice(msgspec.Struct, frozen=True, kw_only=True):
 class Recommendation(msgspec.Struct, frozen=True, kw_only=True):
     """The pick (None when nothing meets the SLA), the reason, the front, the closest miss."""
 
-    pick: BenchRow | None
+    pick: BenchmarkRow | None
     met_sla: bool
     reason: str
-    pareto: list[BenchRow]
-    closest: BenchRow | None = None
+    pareto: list[BenchmarkRow]
+    closest: BenchmarkRow | None = None
     batcher: BatcherAdvice | None = None
     p95_ms: float | None = None
     max_accuracy_drop: float | None = None
     reference_accuracy: float | None = None
 
 
-def pareto_front(rows: Sequence[BenchRow]) -> list[BenchRow]:
+def pareto_front(rows: Sequence[BenchmarkRow]) -> list[BenchmarkRow]:
     """Measured rows no other row beats on p95 latency, throughput and accuracy at once.
 
     An unknown accuracy counts as worse than any known one. Order: highest throughput first.
@@ -48,7 +48,7 @@ def pareto_front(rows: Sequence[BenchRow]) -> list[BenchRow]:
 
 
 def recommend(
-    rows: Sequence[BenchRow],
+    rows: Sequence[BenchmarkRow],
     p95_ms: float | None = None,
     max_accuracy_drop: float | None = None,
     reference_accuracy: float | None = None,
@@ -84,12 +84,12 @@ def recommend(
         why = "; ".join(failed) if failed else "no rows"
         return replace(base, reason=f"no engine completed a measurement ({why})")
 
-    def drop(row: BenchRow) -> float | None:
+    def drop(row: BenchmarkRow) -> float | None:
         if row.accuracy is None or reference is None:
             return None
         return (reference - row.accuracy) * 100.0
 
-    def meets(row: BenchRow) -> bool:
+    def meets(row: BenchmarkRow) -> bool:
         if p95_ms is not None and _p95(row) > p95_ms:
             return False
         if max_accuracy_drop is not None:
@@ -111,7 +111,7 @@ def recommend(
         advice = batcher_advice(measured, pick, p95_ms)
         return replace(base, pick=pick, met_sla=True, reason=reason, batcher=advice)
 
-    def miss(row: BenchRow) -> float:
+    def miss(row: BenchmarkRow) -> float:
         over = 0.0
         if p95_ms is not None:
             over += max(0.0, _p95(row) / p95_ms - 1.0)
@@ -132,7 +132,7 @@ def recommend(
 
 
 def batcher_advice(
-    rows: Sequence[BenchRow], pick: BenchRow, p95_ms: float | None = None
+    rows: Sequence[BenchmarkRow], pick: BenchmarkRow, p95_ms: float | None = None
 ) -> BatcherAdvice:
     """Preferred batch sizes and max queue delay for the picked engine, from its measured rows.
 
@@ -146,7 +146,7 @@ def batcher_advice(
         if _measured(r)
         and (r.engine, r.precision, r.artifact) == (pick.engine, pick.precision, pick.artifact)
     ]
-    best: dict[int, BenchRow] = {}
+    best: dict[int, BenchmarkRow] = {}
     for row in same:
         if p95_ms is not None and _p95(row) > p95_ms:
             continue
@@ -189,11 +189,11 @@ def batcher_advice(
     )
 
 
-def _measured(row: BenchRow) -> bool:
+def _measured(row: BenchmarkRow) -> bool:
     return row.error is None and row.p95_ms is not None and row.throughput_ips is not None
 
 
-def _dominates(a: BenchRow, b: BenchRow) -> bool:
+def _dominates(a: BenchmarkRow, b: BenchmarkRow) -> bool:
     acc_a = a.accuracy if a.accuracy is not None else float("-inf")
     acc_b = b.accuracy if b.accuracy is not None else float("-inf")
     no_worse = _p95(a) <= _p95(b) and _thr(a) >= _thr(b) and acc_a >= acc_b
@@ -201,7 +201,7 @@ def _dominates(a: BenchRow, b: BenchRow) -> bool:
     return no_worse and better
 
 
-def _reference(rows: Sequence[BenchRow]) -> float | None:
+def _reference(rows: Sequence[BenchmarkRow]) -> float | None:
     known = [(r, r.accuracy) for r in rows if r.accuracy is not None]
     eager = [a for r, a in known if (r.engine, r.precision) == REFERENCE_ENGINE]
     if eager:
@@ -218,7 +218,7 @@ def _sla_text(p95_ms: float | None, max_drop: float | None) -> str:
     return "the SLA (" + ", ".join(parts) + ")" if parts else "no SLA"
 
 
-def _name(row: BenchRow, batch: bool = True) -> str:
+def _name(row: BenchmarkRow, batch: bool = True) -> str:
     base = f"{row.engine}/{row.precision}"
     if row.artifact:
         base += f" [{row.artifact}]"
@@ -227,9 +227,9 @@ def _name(row: BenchRow, batch: bool = True) -> str:
     return base
 
 
-def _p95(row: BenchRow) -> float:
+def _p95(row: BenchmarkRow) -> float:
     return float(row.p95_ms) if row.p95_ms is not None else float("inf")
 
 
-def _thr(row: BenchRow) -> float:
+def _thr(row: BenchmarkRow) -> float:
     return float(row.throughput_ips) if row.throughput_ips is not None else 0.0

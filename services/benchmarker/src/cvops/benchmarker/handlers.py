@@ -1,6 +1,7 @@
-"""The benchmarker's decisions, pure: fold a benchmark's events, plan which engine runs which
-artifact at which precision, notice an engine that kills the process, and turn the measured
-rows into the completed event (Pareto front, pick under the SLA, batcher advice).
+"""The benchmarker's decisions, pure: plan which engine runs which artifact at which precision,
+notice an engine that kills the process, and turn the measured rows into the completed event
+(Pareto front, pick under the SLA, batcher advice). The job's state, its fold, the request's
+validation and the job's failure are the domain's: ``cvops.domain.benchmark``.
 
 No clock, no network, no files: the time and the cause come in a ``Stamp``; what the host
 offers (engine statuses, CUDA) comes in as plain values.
@@ -8,7 +9,7 @@ offers (engine statuses, CUDA) comes in as plain values.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
@@ -24,6 +25,15 @@ from cvops.contracts.conversion import (
     BenchmarkStarted,
 )
 from cvops.core.catalog import DatasetView, ModelVersionView
+from cvops.domain.benchmark import (
+    BenchmarkState,
+    RowKey,
+    check_model,
+    end_keys,
+    fail,
+    validate_request,
+)
+from cvops.domain.errors import Refused
 
 SERVICE = "benchmarker"
 SOURCE = "source"  # the artifact label of rows measured on the model version's own file
@@ -38,9 +48,6 @@ ARTIFACT_ENGINES: dict[str, dict[str, tuple[str, ...]]] = {
     "openvino-cpu": {"openvino": ("fp32",), "openvino-int8": ("int8",)},
     "tensorrt": {"tensorrt-fp16": ("fp16",), "tensorrt-int8": ("int8",)},
 }
-
-Status = Literal["requested", "running", "completed", "failed"]
-RowKey = tuple[str, str, str, int, int]
 
 
 # -- views ------------------------------------------------------------------------------------
@@ -85,47 +92,6 @@ class EngineInfo(msgspec.Struct, frozen=True, kw_only=True):
     device: str
     available: bool
     detail: str  # "available" or "unavailable: <why>"
-
-
-class BenchmarkView(msgspec.Struct, kw_only=True):
-    """A benchmark folded from its events (rows live in their own table)."""
-
-    job_id: str
-    request: BenchmarkRequested
-    status: Status = "requested"
-    rows: int = 0
-    failed_rows: int = 0
-    started_rows: list[int] = []  # rows already measured when each attempt started
-    reason: str = ""
-    last_seq: int = 0
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("completed", "failed")
-
-
-def evolve(view: BenchmarkView | None, event: Event, seq: int) -> BenchmarkView | None:
-    """Fold one benchmark event into the job's view (None: not a job this view knows)."""
-    if isinstance(event, BenchmarkRequested):
-        if view is not None:
-            return view
-        return BenchmarkView(job_id=event.job_id, request=event, last_seq=seq)
-    if view is None:
-        return None
-    view = msgspec.structs.replace(view, last_seq=max(view.last_seq, seq))
-    match event:
-        case BenchmarkStarted(rows_done=done):
-            view.status = "running" if not view.finished else view.status
-            view.started_rows = [*view.started_rows, done]
-        case BenchmarkRowMeasured(row=row):
-            view.rows += 1
-            view.failed_rows += int(row.error is not None)
-        case BenchmarkCompleted():
-            view.status = "completed"
-        case BenchmarkFailed(reason=r):
-            view.status = "failed"
-            view.reason = r
-    return view
 
 
 # -- planning ---------------------------------------------------------------------------------
@@ -305,7 +271,7 @@ def choose_layout(
 
 
 def plan_benchmark(
-    view: BenchmarkView,
+    state: BenchmarkState,
     model: ModelVersionView | None,
     artifacts: list[ArtifactView],
     datasets: dict[str, list[DatasetView]],
@@ -314,33 +280,30 @@ def plan_benchmark(
     stamp: Stamp,
 ) -> BenchPlan | list[Event]:
     """Check a benchmark against what the host and the log offer: a plan, or its end."""
-    req = view.request
-    if view.finished:
+    req = state.request
+    if state.finished:
         return []
-    if model is None:
-        return [failed(req, f"model {req.model_name}:{req.version} is not registered", stamp)]
-    bad = [b for b in req.batch_sizes if b < 1] + [c for c in req.concurrency if c < 1]
-    if bad or not req.batch_sizes or not req.concurrency:
-        return [failed(req, "batch sizes and concurrency levels must be >= 1 (and given)", stamp)]
-    if req.time_cap_s <= 0 or req.min_requests < 1 or req.warmup < 0:
-        return [failed(req, "time_cap_s must be > 0, min_requests >= 1, warmup >= 0", stamp)]
+    try:
+        check_model(req.model_name, req.version, model is not None)
+        validate_request(req)
+    except Refused as err:
+        return [fail(req, str(err), stamp)]
+    assert model is not None  # check_model refused an unregistered one
     chosen = newest_artifacts(artifacts, req.conversion_job)
     if req.conversion_job is not None and not chosen:
-        return [failed(req, f"conversion {req.conversion_job} produced no artifact", stamp)]
+        return [fail(req, f"conversion {req.conversion_job} produced no artifact", stamp)]
     dataset = choose_dataset(req, model, chosen, datasets)
     if isinstance(dataset, str):
-        return [failed(req, dataset, stamp)]
+        return [fail(req, dataset, stamp)]
     layout = choose_layout(model, chosen, dataset)
     if isinstance(layout, str):
-        return [failed(req, layout, stamp)]
+        return [fail(req, layout, stamp)]
     targets, unavailable = plan_targets(engines, req.engines, model, chosen, cuda)
     if not targets:
         why = "; ".join(f"{k}: {v}" for k, v in unavailable.items()) or "no engine requested"
-        return [
-            failed(req, f"no engine can run {req.model_name}:{req.version} here ({why})", stamp)
-        ]
+        return [fail(req, f"no engine can run {req.model_name}:{req.version} here ({why})", stamp)]
     return BenchPlan(
-        job_id=view.job_id,
+        job_id=state.job_id,
         model=model,
         dataset=dataset,
         artifacts=chosen,
@@ -424,18 +387,6 @@ def row_measured(req: BenchmarkRequested, row: BenchmarkRow, stamp: Stamp) -> Be
     )
 
 
-def to_bench_row(row: BenchmarkRow) -> Any:
-    """The event's row as the ``cvops.engines`` row the recommender takes."""
-    from cvops.engines.measurement import BenchRow
-
-    return msgspec.convert(msgspec.structs.asdict(row), BenchRow)
-
-
-def from_bench_row(row: Any) -> BenchmarkRow:
-    """A ``cvops.engines`` row as the event's row."""
-    return msgspec.convert(msgspec.structs.asdict(row), BenchmarkRow)
-
-
 def completed(
     req: BenchmarkRequested,
     rows: list[BenchmarkRow],
@@ -448,7 +399,7 @@ def completed(
     from cvops.engines.recommend import recommend
 
     rec = recommend(
-        [to_bench_row(r) for r in rows],
+        rows,
         p95_ms=req.p95_ms,
         max_accuracy_drop=req.max_accuracy_drop,
         reference_accuracy=reference_accuracy,
@@ -465,13 +416,12 @@ def completed(
             reason=rec.batcher.reason,
         )
     return BenchmarkCompleted(
-        **stamp.envelope("end"),
-        **_keys(req),
+        **end_keys(req, stamp),
         met_sla=rec.met_sla,
         reason=reason,
-        pick=from_bench_row(rec.pick) if rec.pick is not None else None,
-        closest=from_bench_row(rec.closest) if rec.closest is not None else None,
-        pareto=[from_bench_row(r) for r in rec.pareto],
+        pick=rec.pick,
+        closest=rec.closest,
+        pareto=list(rec.pareto),
         batcher=batcher,
         unavailable=dict(unavailable),
         rows=len(rows),
@@ -483,13 +433,8 @@ def completed(
     )
 
 
-def failed(req: BenchmarkRequested, reason: str, stamp: Stamp) -> BenchmarkFailed:
-    """The job ends without a result (one end per job: same id as ``completed``)."""
-    return BenchmarkFailed(**stamp.envelope("end"), **_keys(req), reason=reason)
-
-
 def too_many_attempts(req: BenchmarkRequested, attempt: int, stamp: Stamp) -> BenchmarkFailed:
-    return failed(
+    return fail(
         req,
         f"gave up after {attempt - 1} attempts: the benchmarker stopped every time before the "
         "job ended",

@@ -15,18 +15,13 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, se
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from cvops.benchmarker.handlers import (
-    ArtifactView,
-    BenchmarkView,
-    DatasetView,
-    ModelVersionView,
-    evolve,
-)
+from cvops.benchmarker.handlers import ArtifactView, DatasetView, ModelVersionView
 from cvops.contracts import SUBJECT_PREFIX, Event
 from cvops.contracts.conversion import ArtifactProduced, BenchmarkRow, BenchmarkRowMeasured
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
 from cvops.core import Settings
 from cvops.core.catalog import Catalog
+from cvops.domain.benchmark import BenchmarkState, evolve
 
 SUBJECTS = [
     f"{SUBJECT_PREFIX}.registry.>",
@@ -60,7 +55,7 @@ benchmarks = Table(
     Column("reason", Text, nullable=False),
     Column("requested_at", String, nullable=False),
     Column("updated_at", String, nullable=False),
-    Column("state", Text, nullable=False),  # BenchmarkView as JSON
+    Column("state", Text, nullable=False),  # BenchmarkState as JSON
 )
 
 benchmark_rows = Table(
@@ -81,7 +76,7 @@ benchmark_rows = Table(
 )
 
 _encode = msgspec.json.Encoder().encode
-_decode_view = msgspec.json.Decoder(BenchmarkView).decode
+_decode_state = msgspec.json.Decoder(BenchmarkState).decode
 _decode_artifact = msgspec.json.Decoder(ArtifactView).decode
 _decode_row = msgspec.json.Decoder(BenchmarkRow).decode
 
@@ -94,6 +89,7 @@ class BenchmarkerProjection:
     """Folds registry, conversion and benchmark events into SQLite."""
 
     name = "benchmarker"
+    version = 2  # the ``state`` column holds a BenchmarkState (its rows and its end)
     metadata = metadata
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
@@ -121,31 +117,32 @@ class BenchmarkerProjection:
         before = load_job(session, job_id)
         if before is not None and seq <= before.last_seq:
             return
-        if isinstance(event, BenchmarkRowMeasured) and _has_row(session, job_id, event.row):
-            return  # a cell's first row is its only one
-        view = evolve(before, event, seq)
-        if view is None:
+        state = evolve(before, event)
+        if state is None:
             return
+        state = msgspec.structs.replace(state, last_seq=seq)
         row = {
-            "status": view.status,
-            "reason": view.reason,
+            "status": state.status,
+            "reason": state.reason,
             "updated_at": event.occurred_at.isoformat(),
-            "state": _json(view),
+            "state": _json(state),
         }
         session.execute(
             insert(benchmarks)
             .values(
                 job_id=job_id,
-                model_name=view.request.model_name,
-                version=view.request.version,
-                actor=view.request.actor,
-                requested_at=view.request.occurred_at.isoformat(),
+                model_name=state.request.model_name,
+                version=state.request.version,
+                actor=state.request.actor,
+                requested_at=state.request.occurred_at.isoformat(),
                 **row,
             )
             .on_conflict_do_update(index_elements=["job_id"], set_=row)
         )
-        if isinstance(event, BenchmarkRowMeasured):
-            r = event.row
+        if isinstance(event, BenchmarkRowMeasured) and len(state.rows) > len(
+            before.rows if before else []
+        ):
+            r = event.row  # a cell's first row is its only one
             session.execute(
                 insert(benchmark_rows)
                 .values(
@@ -166,21 +163,6 @@ class BenchmarkerProjection:
             )
 
 
-def _has_row(session: Session, job_id: str, r: BenchmarkRow) -> bool:
-    c = benchmark_rows.c
-    found = session.execute(
-        select(c.seq).where(
-            c.job_id == job_id,
-            c.engine == r.engine,
-            c.precision == r.precision,
-            c.artifact == r.artifact,
-            c.batch_size == r.batch_size,
-            c.concurrency == r.concurrency,
-        )
-    ).first()
-    return found is not None
-
-
 projection = BenchmarkerProjection()
 
 
@@ -192,10 +174,10 @@ def db_path(settings: Settings) -> Path:
 # -- queries ----------------------------------------------------------------------------------
 
 
-def load_job(session: Session, job_id: str) -> BenchmarkView | None:
+def load_job(session: Session, job_id: str) -> BenchmarkState | None:
     value = session.execute(select(benchmarks.c.state).where(benchmarks.c.job_id == job_id))
     state = value.scalar()
-    return _decode_view(state) if state else None
+    return _decode_state(state) if state else None
 
 
 def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:

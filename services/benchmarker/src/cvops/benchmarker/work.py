@@ -42,6 +42,7 @@ from cvops.core import (
     leases,
 )
 from cvops.core.logging import get_logger
+from cvops.domain import benchmark
 
 log = get_logger(__name__)
 
@@ -98,12 +99,12 @@ class Benchmarker:
     async def _run(self, event: BenchmarkRequested, attempt: int) -> None:
         await self.runner.reached(await self.bus.last_seq(), self.stopping)
         with self.runner.session() as s:
-            view = projection.load_job(s, event.job_id)
+            state = projection.load_job(s, event.job_id)
             model = projection.model_version(s, event.model_name, event.version)
             artifacts = projection.model_artifacts(s, event.model_name, event.version)
             datasets = projection.dataset_versions(s)
             measured = projection.job_rows(s, event.job_id)
-        if view is None or view.finished:
+        if state is None or state.finished:
             return
         stamp = Stamp(
             now=_now(),
@@ -111,12 +112,12 @@ class Benchmarker:
             correlation_id=event.correlation_id,
             causation_id=event.event_id,
         )
-        job = _JobLog(self.bus, view.last_seq)
+        job = _JobLog(self.bus, state.last_seq)
         if attempt > handlers.MAX_ATTEMPTS:
             await job.publish(handlers.too_many_attempts(event, attempt, stamp))
             return
         engines, cuda = await self._host_engines()
-        plan = handlers.plan_benchmark(view, model, artifacts, datasets, engines, cuda, stamp)
+        plan = handlers.plan_benchmark(state, model, artifacts, datasets, engines, cuda, stamp)
         if isinstance(plan, list):
             for e in plan:
                 await job.publish(e)
@@ -124,7 +125,7 @@ class Benchmarker:
         bound = log.bind(job_id=plan.job_id, model=f"{event.model_name}:{event.version}")
         rows: dict[RowKey, BenchmarkRow] = {r.key: r for r in measured}
         pending = [t for t in plan.targets if _missing(t, event, rows)]
-        crashed = handlers.crashing_target(view.started_rows, len(rows), pending)
+        crashed = handlers.crashing_target(state.started_rows, len(rows), pending)
         if crashed is not None:
             bound.warning("engine_keeps_crashing", target=crashed.label)
             for row in handlers.crash_rows(crashed, event, set(rows)):
@@ -138,7 +139,7 @@ class Benchmarker:
                     paths = await self._fetch(plan, workdir)
                     prepared = await asyncio.to_thread(_prepare, plan, paths)
                 except _Unusable as err:
-                    await job.publish(handlers.failed(event, str(err), stamp))
+                    await job.publish(benchmark.fail(event, str(err), stamp))
                     return
                 on_row = self._row_publisher(job, plan, stamp, rows)
                 try:
@@ -147,7 +148,7 @@ class Benchmarker:
                     raise  # back to the stream: the job resumes after its last row
                 except Exception as err:  # a bug must end the job visibly, not loop
                     bound.exception("sweep_failed")
-                    await job.publish(handlers.failed(event, f"internal error: {err}", stamp))
+                    await job.publish(benchmark.fail(event, f"internal error: {err}", stamp))
                     return
                 host = await asyncio.to_thread(_fingerprint)
         finally:
@@ -167,15 +168,14 @@ class Benchmarker:
         plan: BenchPlan,
         stamp: Stamp,
         rows: dict[RowKey, BenchmarkRow],
-    ) -> Callable[[Any], None]:
+    ) -> Callable[[BenchmarkRow], None]:
         """``on_row`` for the sweep thread: publish the row and wait for its ack (the
         checkpoint), then stop the sweep if this instance is shutting down."""
         loop = asyncio.get_running_loop()
         # the harness labels torch engines "cpu" even when they run on the GPU
         devices = {(t.engine, t.precision, t.artifact): t.device for t in plan.targets}
 
-        def on_row(bench_row: Any) -> None:
-            row = handlers.from_bench_row(bench_row)
+        def on_row(row: BenchmarkRow) -> None:
             device = devices.get((row.engine, row.precision, row.artifact), row.device)
             if device != row.device:
                 row = msgspec.structs.replace(row, device=device)

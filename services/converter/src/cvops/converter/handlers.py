@@ -1,5 +1,6 @@
-"""The converter's decisions, pure: fold a job's events, check a request against what the
-registry knows, decide how images must be shaped for the model, and build result events.
+"""The converter's decisions, pure: check a job against what the registry knows, decide how
+images must be shaped for the model, and build result events (the job's state, its fold, the
+request's validation and the job's end are the domain's: ``cvops.domain.conversion``).
 
 No clock, no network, no files: the time and the cause come in a ``Stamp``; what was loaded
 from disk comes in as plain values.
@@ -16,7 +17,6 @@ from cvops.contracts.conversion import (
     ArtifactProduced,
     ArtifactRejected,
     CalibrationMethod,
-    ConversionCompleted,
     ConversionFailed,
     ConversionRequested,
     ConversionStarted,
@@ -26,83 +26,16 @@ from cvops.contracts.conversion import (
     TargetUnavailable,
 )
 from cvops.core.catalog import DatasetView, ModelVersionView
+from cvops.domain.conversion import (
+    INT8_TARGETS,
+    ConversionState,
+    admit,
+    fail,
+)
+from cvops.domain.errors import Refused
 
 SERVICE = "converter"
-INT8_TARGETS = frozenset({"int8", "openvino-int8", "tensorrt-int8"})
 MAX_ATTEMPTS = 5  # deliveries of one job before it fails (the converter died every time)
-
-Status = Literal["requested", "running", "completed", "failed"]
-Outcome = Literal["produced", "rejected", "unavailable"]
-
-
-# -- views ------------------------------------------------------------------------------------
-
-
-class TargetResult(msgspec.Struct, frozen=True, kw_only=True):
-    target: str
-    outcome: Outcome
-    artifact: ArtifactRef | None = None
-    companions: list[ArtifactRef] = []
-    reason: str = ""
-
-
-class ConversionView(msgspec.Struct, kw_only=True):
-    """A job folded from its events."""
-
-    job_id: str
-    request: ConversionRequested
-    status: Status = "requested"
-    results: dict[str, TargetResult] = {}
-    attempts: int = 0
-    reason: str = ""
-    last_seq: int = 0  # stream sequence of the job's newest event (optimistic concurrency)
-
-    @property
-    def targets(self) -> list[str]:
-        return requested_targets(self.request)
-
-    @property
-    def pending(self) -> list[str]:
-        return [t for t in self.targets if t not in self.results]
-
-    @property
-    def finished(self) -> bool:
-        return self.status in ("completed", "failed")
-
-
-def requested_targets(request: ConversionRequested) -> list[str]:
-    """The request's targets in its order, each once."""
-    return list(dict.fromkeys(request.targets))
-
-
-def evolve(view: ConversionView | None, event: Event, seq: int) -> ConversionView | None:
-    """Fold one conversion event into the job's view (None: not a job this view knows)."""
-    if isinstance(event, ConversionRequested):
-        if view is not None:  # a second request under one job id changes nothing
-            return view
-        return ConversionView(job_id=event.job_id, request=event, last_seq=seq)
-    if view is None:
-        return None
-    view = msgspec.structs.replace(view, last_seq=max(view.last_seq, seq))
-    result: TargetResult | None = None
-    match event:
-        case ConversionStarted(attempt=attempt):
-            view.status = "running" if not view.finished else view.status
-            view.attempts = max(view.attempts, attempt)
-        case ArtifactProduced(target=t, artifact=a, companions=c):
-            result = TargetResult(target=t, outcome="produced", artifact=a, companions=list(c))
-        case ArtifactRejected(target=t, reason=r):
-            result = TargetResult(target=t, outcome="rejected", reason=r)
-        case TargetUnavailable(target=t, reason=r):
-            result = TargetResult(target=t, outcome="unavailable", reason=r)
-        case ConversionCompleted():
-            view.status = "completed"
-        case ConversionFailed(reason=r):
-            view.status = "failed"
-            view.reason = r
-    if result is not None and result.target not in view.results:  # the first result stands
-        view.results = {**view.results, result.target: result}
-    return view
 
 
 # -- checking a request -----------------------------------------------------------------------
@@ -152,37 +85,33 @@ def choose_dataset(
     return f"data set {name!r} has no version {wanted} (validated versions: {have})"
 
 
-SUPPORTED_FORMATS = ("onnx", "safetensors", "torchscript", "torch_export")
-
-
 def plan_conversion(
-    view: ConversionView,
+    state: ConversionState,
     model: ModelVersionView | None,
     datasets: dict[str, list[DatasetView]],
     stamp: Stamp,
 ) -> Plan | list[Event]:
     """Check a job against the registry's facts: a ``Plan``, or the events that end it."""
-    req = view.request
-    if view.finished:
+    req = state.request
+    if state.finished:
         return []
-    if model is None:
-        return [failed(req, f"model {req.model_name}:{req.version} is not registered", stamp)]
-    if model.format not in SUPPORTED_FORMATS:
-        return [failed(req, f"cannot convert a {model.format} model", stamp)]
-    if model.format == "safetensors" and not (
-        model.architecture or model.hyperparameters.get("arch")
-    ):
-        return [failed(req, "safetensors weights without an architecture cannot be rebuilt", stamp)]
-    if req.max_accuracy_drop < 0:
-        return [failed(req, "max_accuracy_drop must be >= 0 points", stamp)]
-    if req.validation_images is not None and req.validation_images < 1:
-        return [failed(req, "validation_images must be >= 1", stamp)]
-    if not view.targets:
-        return [failed(req, "no targets requested", stamp)]
+    try:
+        admit(
+            req,
+            fmt=model.format if model else None,
+            architecture=model.architecture if model else None,
+            hyperparameters=model.hyperparameters if model else None,
+            lineage_dataset=model.lineage.dataset if model else None,
+        )
+    except Refused as err:
+        return [fail(req, str(err), stamp)]
+    assert model is not None  # admit refused an unregistered one
     dataset = choose_dataset(req, model, datasets)
     if isinstance(dataset, str):
-        return [failed(req, dataset, stamp)]
-    return Plan(job_id=view.job_id, model=model, dataset=dataset, targets=view.pending, request=req)
+        return [fail(req, dataset, stamp)]
+    return Plan(
+        job_id=state.job_id, model=model, dataset=dataset, targets=state.pending, request=req
+    )
 
 
 # -- image layout ----------------------------------------------------------------------------
@@ -400,30 +329,8 @@ def unavailable(
     )
 
 
-def completed(req: ConversionRequested, results: dict[str, Outcome], stamp: Stamp) -> Event:
-    """The job's end once every target has a result (it shares its id with ``failed``)."""
-    targets = requested_targets(req)
-    missing = [t for t in targets if t not in results]
-    if missing:
-        raise ValueError(f"targets without a result: {missing}")
-    return ConversionCompleted(
-        **stamp.envelope("end"),
-        **_keys(req),
-        produced=[t for t in targets if results[t] == "produced"],
-        rejected=[t for t in targets if results[t] == "rejected"],
-        unavailable=[t for t in targets if results[t] == "unavailable"],
-    )
-
-
-def failed(
-    req: ConversionRequested, reason: str, stamp: Stamp, op: str | None = None
-) -> ConversionFailed:
-    """The job ends without going on (one end per job: same id as ``completed``)."""
-    return ConversionFailed(**stamp.envelope("end"), **_keys(req), reason=reason, op=op)
-
-
 def too_many_attempts(req: ConversionRequested, attempt: int, stamp: Stamp) -> ConversionFailed:
-    return failed(
+    return fail(
         req,
         f"gave up after {attempt - 1} attempts: the converter stopped every time before the "
         "job ended (killed, out of memory, or a crash in a native runtime)",

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from cvops.contracts import SUBJECT_PREFIX, Event
 from cvops.contracts.conversion import ArtifactProduced, ArtifactRejected, TargetUnavailable
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
-from cvops.converter.handlers import ConversionView, DatasetView, ModelVersionView, evolve
 from cvops.core import Settings
-from cvops.core.catalog import Catalog
+from cvops.core.catalog import Catalog, DatasetView, ModelVersionView
+from cvops.domain.conversion import ConversionState, evolve
 
 SUBJECTS = [f"{SUBJECT_PREFIX}.registry.>", f"{SUBJECT_PREFIX}.conversion.>"]
 
@@ -39,7 +39,7 @@ conversions = Table(
     Column("reason", Text, nullable=False),
     Column("requested_at", String, nullable=False),
     Column("updated_at", String, nullable=False),
-    Column("state", Text, nullable=False),  # ConversionView as JSON
+    Column("state", Text, nullable=False),  # ConversionState as JSON
 )
 
 conversion_results = Table(
@@ -57,7 +57,7 @@ conversion_results = Table(
 )
 
 _encode = msgspec.json.Encoder().encode
-_decode_view = msgspec.json.Decoder(ConversionView).decode
+_decode_state = msgspec.json.Decoder(ConversionState).decode
 
 
 def _json(value: Any) -> str:
@@ -68,6 +68,7 @@ class ConverterProjection:
     """Folds registry and conversion events into SQLite (see ``ProjectionRunner``)."""
 
     name = "converter"
+    version = 2  # the ``state`` column holds a ConversionState (richer target results)
     metadata = metadata
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
@@ -82,23 +83,24 @@ class ConverterProjection:
         before = load_job(session, job_id)
         if before is not None and seq <= before.last_seq:
             return
-        view = evolve(before, event, seq)
-        if view is None:
+        state = evolve(before, event)
+        if state is None:
             return
+        state = msgspec.structs.replace(state, last_seq=seq)
         row = {
-            "status": view.status,
-            "reason": view.reason,
+            "status": state.status,
+            "reason": state.reason,
             "updated_at": event.occurred_at.isoformat(),
-            "state": _json(view),
+            "state": _json(state),
         }
         session.execute(
             insert(conversions)
             .values(
                 job_id=job_id,
-                model_name=view.request.model_name,
-                version=view.request.version,
-                actor=view.request.actor,
-                requested_at=view.request.occurred_at.isoformat(),
+                model_name=state.request.model_name,
+                version=state.request.version,
+                actor=state.request.actor,
+                requested_at=state.request.occurred_at.isoformat(),
                 **row,
             )
             .on_conflict_do_update(index_elements=["job_id"], set_=row)
@@ -157,11 +159,11 @@ def db_path(settings: Settings) -> Path:
 # -- queries ----------------------------------------------------------------------------------
 
 
-def load_job(session: Session, job_id: str) -> ConversionView | None:
+def load_job(session: Session, job_id: str) -> ConversionState | None:
     """A job's folded state, or None when its request was not seen."""
     state = session.execute(select(conversions.c.state).where(conversions.c.job_id == job_id))
     value = state.scalar()
-    return _decode_view(value) if value else None
+    return _decode_state(value) if value else None
 
 
 def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:

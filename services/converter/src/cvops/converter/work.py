@@ -28,7 +28,7 @@ from nats.aio.msg import Msg
 from cvops.contracts import ArtifactRef, Event, Stamp
 from cvops.contracts.conversion import ConversionRequested, Int8Attempt
 from cvops.converter import handlers, projection
-from cvops.converter.handlers import JobFacts, Outcome, Plan
+from cvops.converter.handlers import JobFacts, Plan
 from cvops.converter.sources import (
     Images,
     Source,
@@ -48,6 +48,8 @@ from cvops.core import (
     leases,
 )
 from cvops.core.logging import get_logger
+from cvops.domain import conversion
+from cvops.domain.conversion import Outcome
 
 log = get_logger(__name__)
 
@@ -99,10 +101,10 @@ class Converter:
     async def _run(self, event: ConversionRequested, attempt: int) -> None:
         await self.runner.reached(await self.bus.last_seq(), self.stopping)
         with self.runner.session() as s:
-            view = projection.load_job(s, event.job_id)
+            state = projection.load_job(s, event.job_id)
             model = projection.model_version(s, event.model_name, event.version)
             datasets = projection.dataset_versions(s)
-        if view is None or view.finished:
+        if state is None or state.finished:
             return
         stamp = Stamp(
             now=_now(),
@@ -110,31 +112,31 @@ class Converter:
             correlation_id=event.correlation_id,
             causation_id=event.event_id,
         )
-        job = _JobLog(self.bus, view.last_seq)
+        job = _JobLog(self.bus, state.last_seq)
         if attempt > handlers.MAX_ATTEMPTS:
             await job.publish(handlers.too_many_attempts(event, attempt, stamp))
             return
-        plan = handlers.plan_conversion(view, model, datasets, stamp)
+        plan = handlers.plan_conversion(state, model, datasets, stamp)
         if isinstance(plan, list):
             for e in plan:
                 await job.publish(e)
             return
-        results: dict[str, Outcome] = {t: r.outcome for t, r in view.results.items()}
+        results: dict[str, Outcome] = {t: r.outcome for t, r in state.results.items()}
         if plan.targets:
             workdir = self.jobs_dir / plan.job_id
             try:
-                await self._convert(plan, view.results, attempt, workdir, job, stamp, results)
+                await self._convert(plan, state.results, attempt, workdir, job, stamp, results)
             finally:
                 shutil.rmtree(workdir, ignore_errors=True)
             if job.ended:
                 return
-        await job.publish(handlers.completed(event, results, stamp))
+        await job.publish(conversion.complete(event, results, stamp))
         log.info("conversion_completed", job_id=plan.job_id, results=results)
 
     async def _convert(
         self,
         plan: Plan,
-        done: dict[str, handlers.TargetResult],
+        done: dict[str, conversion.TargetState],
         attempt: int,
         workdir: Path,
         job: _JobLog,
@@ -152,23 +154,23 @@ class Converter:
             if "onnx" in done and done["onnx"].artifact is not None:
                 base_onnx = await self._download(done["onnx"], workdir / "produced-onnx")
         except MissingArtifact as err:
-            await job.publish(handlers.failed(req, str(err), stamp))
+            await job.publish(conversion.fail(req, str(err), stamp))
             return
         try:
             prepared = await asyncio.to_thread(
                 _prepare, model_path, npz_path, plan, workdir, base_onnx
             )
         except _ExportFailed as err:
-            await job.publish(handlers.failed(req, str(err), stamp, op=err.op))
+            await job.publish(conversion.fail(req, str(err), stamp, op=err.op))
             bound.info("conversion_failed", reason=str(err), op=err.op)
             return
         except SourceError as err:
-            await job.publish(handlers.failed(req, str(err), stamp))
+            await job.publish(conversion.fail(req, str(err), stamp))
             bound.info("conversion_failed", reason=str(err))
             return
         except Exception as err:  # a bug must end the job visibly, not loop on redelivery
             bound.exception("prepare_failed")
-            await job.publish(handlers.failed(req, f"internal error: {_describe(err)}", stamp))
+            await job.publish(conversion.fail(req, f"internal error: {_describe(err)}", stamp))
             return
         facts = JobFacts(
             request=req,
@@ -209,7 +211,7 @@ class Converter:
             await fetch_blob(self.store, ref.sha256, path)
         return path
 
-    async def _download(self, result: handlers.TargetResult, directory: Path) -> Path:
+    async def _download(self, result: conversion.TargetState, directory: Path) -> Path:
         assert result.artifact is not None
         primary = directory / (result.artifact.filename or "model.onnx")
         await fetch_blob(self.store, result.artifact.sha256, primary)

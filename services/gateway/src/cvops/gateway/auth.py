@@ -25,6 +25,7 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.types import Guard
 
 from cvops.contracts.identity import ROLE_PERMISSIONS, Permission, Role
+from cvops.domain.identity import token_refusal
 
 TOKEN_PREFIX = "cvops_"
 # Paths anyone may call: probes, metrics, the OpenAPI document and the login itself.
@@ -104,12 +105,9 @@ class BearerAuthentication(AbstractAuthenticationMiddleware):
         if found is None:
             raise NotAuthorizedException("unknown token")
         token, user = found
-        if token.revoked:
-            raise NotAuthorizedException("token revoked")
-        if token.expires_at is not None and token.expires_at <= datetime.now(UTC):
-            raise NotAuthorizedException("token expired")
-        if user.disabled:
-            raise NotAuthorizedException("user disabled")
+        refusal = token_refusal(token, user, datetime.now(UTC))
+        if refusal is not None:
+            raise NotAuthorizedException(refusal)
         principal = Principal(username=user.username, role=user.role, token_id=token.token_id)
         return AuthenticationResult(user=principal, auth=token)
 

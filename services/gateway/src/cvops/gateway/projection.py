@@ -44,6 +44,10 @@ class GatewayProjection:
 
     name = "gateway"
     metadata = metadata
+    # 2: identity, the catalog and deployments as aggregate tables folded by cvops.domain
+    # 3: training jobs hold the domain's JobState (``jobs.state``)
+    # 4: conversions and benchmarks as aggregate tables folded by cvops.domain
+    version = 4
 
     def __init__(self) -> None:
         # per event context: committed batches that had one of its events (a cache's key)

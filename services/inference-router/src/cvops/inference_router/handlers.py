@@ -7,28 +7,22 @@ random draw, so every decision is a plain function to test.
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
-from datetime import datetime
 
 from cvops.contracts import Stamp
 from cvops.contracts.deployment import (
-    ENGINES,
     DeploymentFailed,
     DeploymentReady,
     DeploymentRequested,
     DeploymentRetired,
     DeploymentRetireRequested,
 )
-from cvops.inference_router.projection import DeploymentRow, ModelVersionRow, TokenRow, UserRow
+from cvops.domain.deployment import check_deployer, check_request, check_retirement
+from cvops.domain.errors import Refused
+from cvops.domain.identity import UserState
+from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 
 ACTOR = "inference-router"
-DEPLOY_ROLES = ("admin", "engineer")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-MAX_BATCH = 1024
-MAX_QUEUE_DELAY_US = 10_000_000
-MAX_INSTANCES = 16
-SERVABLE_FORMATS = ("onnx",)
 PROVIDERS = {
     "onnxruntime-cpu": ["CPUExecutionProvider"],
     "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
@@ -54,7 +48,7 @@ def plan_deployment(
     request: DeploymentRequested,
     current: DeploymentRow | None,
     versions: dict[int, ModelVersionRow | None],
-    actor: UserRow | None,
+    actor: UserState | None,
     stamp: Stamp,
 ) -> DeployPlan | DeploymentFailed:
     """Check a deployment request; a refusal is a ``deployment.failed`` event."""
@@ -72,40 +66,13 @@ def plan_deployment(
 def _refusal(
     r: DeploymentRequested,
     versions: dict[int, ModelVersionRow | None],
-    actor: UserRow | None,
+    actor: UserState | None,
 ) -> str | None:
-    if actor is None:
-        return f"forbidden: {r.actor!r} is not a known user"
-    if actor.disabled or actor.role not in DEPLOY_ROLES:
-        return (
-            f"forbidden: deploying needs role engineer or admin ({actor.username} is {actor.role})"
-        )
-    if not NAME_RE.match(r.deployment):
-        return f"invalid deployment name {r.deployment!r} (letters, digits, '_', '.', '-')"
-    if r.engine not in ENGINES:
-        return f"unknown engine {r.engine!r}; one of {', '.join(ENGINES)}"
-    if not 0 <= r.max_batch_size <= MAX_BATCH:
-        return f"max_batch_size must be within 0..{MAX_BATCH}"
-    bad = [b for b in r.preferred_batch_sizes if not 0 < b <= max(r.max_batch_size, 0)]
-    if bad:
-        return f"preferred batch sizes {bad} are outside 1..max_batch_size ({r.max_batch_size})"
-    if not 0 <= r.max_queue_delay_us <= MAX_QUEUE_DELAY_US:
-        return f"max_queue_delay_us must be within 0..{MAX_QUEUE_DELAY_US}"
-    if not 1 <= r.instance_count <= MAX_INSTANCES:
-        return f"instance_count must be within 1..{MAX_INSTANCES}"
-    wanted = [r.version]
-    if r.canary is not None:
-        if r.canary.model_version == r.version:
-            return "the canary version must differ from the deployed version"
-        if not 0 < r.canary.weight_percent < 100:
-            return "canary weight_percent must be strictly between 0 and 100"
-        wanted.append(r.canary.model_version)
-    for v in wanted:
-        row = versions.get(v)
-        if row is None:
-            return f"model {r.model_name!r} has no version {v}"
-        if row.format not in SERVABLE_FORMATS:
-            return f"{r.model_name}:{v} is {row.format}; convert it to ONNX before deploying"
+    try:
+        check_deployer(actor, r.actor)
+        check_request(r, {v: row.format if row else None for v, row in versions.items()})
+    except Refused as err:
+        return str(err)
     return None
 
 
@@ -141,15 +108,16 @@ def deployment_failed(request: DeploymentRequested, reason: str, stamp: Stamp) -
 def plan_retirement(
     request: DeploymentRetireRequested,
     current: DeploymentRow | None,
-    actor: UserRow | None,
+    actor: UserState | None,
     stamp: Stamp,
 ) -> DeploymentRetired | DeploymentFailed:
     """Retire a deployment, or refuse (unknown deployment, caller lacks the role)."""
     reason = None
-    if actor is None or actor.disabled or actor.role not in DEPLOY_ROLES:
-        reason = f"forbidden: retiring a deployment needs role engineer or admin ({request.actor})"
-    elif current is None or current.status in ("retired", "failed"):
-        reason = f"no deployment named {request.deployment!r} is served"
+    try:
+        check_deployer(actor, request.actor, "retiring a deployment")
+        check_retirement(current.status if current else None, request.deployment)
+    except Refused as err:
+        reason = str(err)
     if reason is not None:
         return DeploymentFailed(
             **stamp.envelope(f"retire-failed/{request.deployment}"),
@@ -191,18 +159,3 @@ def choose_version(d: DeploymentRow, key: str | None, draw: float) -> int:
         return d.version
     bucket = sticky_bucket(key) if key else int(draw * BUCKETS)
     return d.canary_version if bucket < d.canary_weight_bp else d.version
-
-
-def token_refusal(token: TokenRow | None, user: UserRow | None, now: datetime) -> str | None:
-    """Why a bearer token may not call (None: it may)."""
-    if token is None:
-        return "unknown token"
-    if token.revoked:
-        return "token revoked"
-    if token.expires_at is not None and token.expires_at <= now:
-        return "token expired"
-    if user is None:
-        return "unknown user"
-    if user.disabled:
-        return "user disabled"
-    return None

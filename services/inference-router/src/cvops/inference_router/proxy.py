@@ -16,9 +16,10 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from cvops.core import ProjectionRunner
+from cvops.domain.identity import TokenState, UserState, token_refusal
 from cvops.inference_router import handlers, projection
 from cvops.inference_router.metrics import RouterMetrics
-from cvops.inference_router.projection import DeploymentRow, ModelVersionRow, TokenRow, UserRow
+from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 from cvops.inference_router.routing import Instance, Pool
 from cvops.inference_router.upstream import Response, UpstreamError, UpstreamPool, UpstreamTimeout
 
@@ -60,7 +61,7 @@ class RouteTable:
         self.runner = runner
         self.deployments: dict[str, DeploymentRow] = {}
         self.all: dict[str, DeploymentRow] = {}
-        self.tokens: dict[str, tuple[TokenRow, UserRow | None]] = {}
+        self.tokens: dict[str, tuple[TokenState, UserState | None]] = {}
         self._versions: dict[tuple[str, int], ModelVersionRow | None] = {}
         self.applied = -1
 
@@ -70,12 +71,12 @@ class RouteTable:
         with self.runner.session() as s:
             rows = projection.all_deployments(s)
             tokens = projection.all_tokens(s)
-        before = {n: (d.status, d.updated_seq) for n, d in self.all.items()}
+        before = self.all
         self.all = {d.name: d for d in rows}
         self.deployments = {d.name: d for d in rows if d.routable}
         self.tokens = {t.token_sha256: (t, u) for t, u in tokens}
         self._versions.clear()
-        return before != {n: (d.status, d.updated_seq) for n, d in self.all.items()}
+        return before != self.all
 
     def stale(self) -> bool:
         return self.runner.applied != self.applied
@@ -143,7 +144,7 @@ class Proxy:
             raise RouteError(401, "the Authorization header must be 'Bearer <token>'")
         digest = hashlib.sha256(secret.strip().encode()).hexdigest()
         token, user = self.routes.tokens.get(digest, (None, None))
-        refusal = handlers.token_refusal(token, user, datetime.now(UTC))
+        refusal = token_refusal(token, user, datetime.now(UTC))
         if refusal is not None:
             raise RouteError(401, refusal)
 

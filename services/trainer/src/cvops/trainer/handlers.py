@@ -1,5 +1,5 @@
-"""The coordinator's decisions as pure functions: a job's state folded from its events
-(``evolve``), what to do next (``next_step``), and the events each step publishes.
+"""The coordinator's decisions as pure functions: what to do next for a job (``next_step``,
+from the state the domain's ``evolve`` folds), and the events each step publishes.
 
 No clock, no ids, no I/O: a ``Stamp`` carries the time and the cause, event ids derive from
 it and a key, so a coordinator that crashes and redoes a step publishes the same ids.
@@ -7,7 +7,6 @@ it and a key, so a coordinator that crashes and redoes a step publishes the same
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,223 +16,34 @@ import msgspec
 from cvops.contracts import ArtifactRef, Event, Lineage, Stamp
 from cvops.contracts.registry import ModelUploadReceived
 from cvops.contracts.training import (
-    OBJECTIVES,
-    Constraints,
     GenerationCompleted,
     GenerationStarted,
     ParamSpec,
     TrainingCancelled,
-    TrainingCancelRequested,
     TrainingCompleted,
     TrainingFailed,
     TrainingPlan,
     TrainingRequested,
     TrainingStarted,
-    TrialCompleted,
     TrialFailed,
-    TrialMetrics,
-    TrialProgressed,
-    TrialPruned,
     TrialRequested,
     TrialSpec,
-    TrialStarted,
     TrialSummary,
+)
+from cvops.domain.catalog import DatasetVersionState
+from cvops.domain.errors import Invalid, Refused
+from cvops.domain.training import (
+    JobState,
+    TrialState,
+    check_request,
 )
 from cvops.trainer import search, space
 
 SERVICE = "trainer"
-DEFAULT_POPULATION = 8
-DEFAULT_GENERATIONS = 3
-MAX_TRIALS = 10_000
 MAX_CRASHED_STARTS = 3  # a trial that took down its trainer this often is recorded failed
-
-JobStatus = Literal["requested", "running", "completed", "failed", "cancelled"]
-TrialStatus = Literal["planned", "requested", "running", "completed", "failed", "pruned"]
-TERMINAL_JOB: tuple[JobStatus, ...] = ("completed", "failed", "cancelled")
-TERMINAL_TRIAL: tuple[TrialStatus, ...] = ("completed", "failed", "pruned")
-
-
-# -- state --------------------------------------------------------------------------------
-
-
-class TrialView(msgspec.Struct, kw_only=True):
-    """One trial as the coordinator knows it."""
-
-    trial_id: str
-    generation: int
-    index: int
-    hyperparameters: dict[str, Any]
-    genome: list[float] = []
-    parents: list[str] = []
-    status: TrialStatus = "planned"
-    starts: int = 0
-    parameters: int | None = None
-    epoch: int = 0
-    val_accuracy: float | None = None
-    metrics: TrialMetrics | None = None
-    onnx: ArtifactRef | None = None
-    weights: ArtifactRef | None = None
-    normalization: dict[str, list[float]] = {}
-    reason: str = ""
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_TRIAL
-
-
-class GenerationView(msgspec.Struct, kw_only=True):
-    generation: int
-    trial_ids: list[str]
-    completed: bool = False
-    front: list[str] = []
-    population: ArtifactRef | None = None
-
-
-class JobView(msgspec.Struct, kw_only=True):
-    """A job folded from its events: what the coordinator decides from."""
-
-    job_id: str
-    status: JobStatus = "requested"
-    request: TrainingRequested | None = None
-    plan: TrainingPlan | None = None
-    cancel_requested: bool = False
-    reason: str = ""
-    generations: list[GenerationView] = []
-    trials: dict[str, TrialView] = {}
-    front: list[TrialSummary] = []
-    registered: list[str] = []
-    last_seq: int = 0  # stream sequence of the job's newest training.* event (for OCC)
-
-    @property
-    def terminal(self) -> bool:
-        return self.status in TERMINAL_JOB
-
-    def generation_trials(self, generation: int) -> list[TrialView]:
-        gen = self.generation_view(generation)
-        return [self.trials[t] for t in gen.trial_ids] if gen else []
-
-    def generation_view(self, generation: int) -> GenerationView | None:
-        for g in self.generations:
-            if g.generation == generation:
-                return g
-        return None
-
-    def counts(self, generation: int | None = None) -> dict[str, int]:
-        """Trials by status (of one generation, or of the whole job)."""
-        trials = self.trials.values() if generation is None else self.generation_trials(generation)
-        out = {s: 0 for s in ("planned", "requested", "running", "completed", "failed", "pruned")}
-        for t in trials:
-            out[t.status] += 1
-        return out
-
-    def pending(self, generation: int) -> int:
-        """Trials of ``generation`` that have not ended yet."""
-        return sum(1 for t in self.generation_trials(generation) if not t.terminal)
-
-
-def evolve(view: JobView | None, event: Event, seq: int = 0) -> JobView | None:
-    """Fold one event into a job's state; duplicates and late arrivals change nothing.
-
-    The first terminal event of a trial wins: a redelivered trial's second completion is
-    not counted twice, and a trial that completed cannot fail afterwards.
-    """
-    if isinstance(event, TrainingRequested):
-        if view is None:
-            view = JobView(job_id=event.job_id)
-        if view.request is None:
-            view.request = event
-        view.last_seq = max(view.last_seq, seq)
-        return view
-    if view is None:
-        return None
-    if event.context == "training":
-        view.last_seq = max(view.last_seq, seq)
-    match event:
-        case TrainingStarted(plan=plan):
-            if view.status == "requested":
-                view.status, view.plan = "running", plan
-        case GenerationStarted(generation=g, trials=specs):
-            if view.generation_view(g) is None and not view.terminal:
-                view.generations.append(
-                    GenerationView(generation=g, trial_ids=[s.trial_id for s in specs])
-                )
-                for s in specs:
-                    view.trials.setdefault(s.trial_id, _trial_from_spec(g, s))
-        case TrialRequested(trial_id=tid):
-            trial = view.trials.get(tid)
-            if trial is not None and trial.status == "planned":
-                trial.status = "requested"
-        case TrialStarted(trial_id=tid, parameters=params):
-            trial = view.trials.get(tid)
-            if trial is not None and not trial.terminal:
-                trial.status = "running"
-                trial.starts += 1
-                trial.parameters = params
-        case TrialProgressed(trial_id=tid, epoch=epoch, val_accuracy=acc):
-            trial = view.trials.get(tid)
-            if trial is not None and not trial.terminal and epoch >= trial.epoch:
-                trial.epoch, trial.val_accuracy = epoch, acc
-        case TrialCompleted(trial_id=tid):
-            trial = view.trials.get(tid)
-            if trial is not None and not trial.terminal:
-                trial.status = "completed"
-                trial.metrics = event.metrics
-                trial.onnx, trial.weights = event.onnx, event.weights
-                trial.normalization = event.normalization
-                trial.parameters = event.metrics.parameters
-                trial.val_accuracy = event.metrics.accuracy
-        case TrialFailed(trial_id=tid, reason=reason):
-            trial = view.trials.get(tid)
-            if trial is not None and not trial.terminal:
-                trial.status, trial.reason = "failed", reason
-        case TrialPruned(trial_id=tid, reason=reason, epoch=epoch, val_accuracy=acc):
-            trial = view.trials.get(tid)
-            if trial is not None and not trial.terminal:
-                trial.status, trial.reason = "pruned", reason
-                trial.epoch, trial.val_accuracy = epoch, acc
-        case GenerationCompleted(generation=g, front=front, population=population):
-            gen = view.generation_view(g)
-            if gen is not None and not gen.completed:
-                gen.completed, gen.front, gen.population = True, front, population
-        case TrainingCompleted(front=front, registered_uploads=uploads):
-            if not view.terminal:
-                view.status, view.front, view.registered = "completed", front, uploads
-        case TrainingFailed(reason=reason):
-            if not view.terminal:
-                view.status, view.reason = "failed", reason
-        case TrainingCancelRequested():
-            if not view.terminal:
-                view.cancel_requested = True
-        case TrainingCancelled(reason=reason):
-            if not view.terminal:
-                view.status, view.reason = "cancelled", reason or "cancelled"
-    return view
-
-
-def _trial_from_spec(generation: int, spec: TrialSpec) -> TrialView:
-    return TrialView(
-        trial_id=spec.trial_id,
-        generation=generation,
-        index=spec.index,
-        hyperparameters=dict(spec.hyperparameters),
-        genome=list(spec.genome),
-        parents=list(spec.parents),
-    )
 
 
 # -- what the coordinator knows besides the job ------------------------------------------
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """A validated data-set version (from ``registry.dataset_validated``)."""
-
-    name: str
-    version: int
-    canonical: ArtifactRef
-    classes: list[str]
-    channels: int
-    image_size: list[int]  # H, W of the canonical images
 
 
 @dataclass(frozen=True)
@@ -247,7 +57,7 @@ class ArchInfo:
 class Catalog:
     """Data sets, architectures and engines a request is checked against."""
 
-    datasets: Mapping[str, Sequence[DatasetInfo]]
+    datasets: Mapping[str, Sequence[DatasetVersionState]]
     rejections: Mapping[str, str]
     architectures: Mapping[str, ArchInfo]
     engines: Sequence[str] = ("onnxruntime-cpu",)
@@ -265,7 +75,7 @@ class Step:
     generation: int = 0
 
 
-def next_step(view: JobView) -> Step:
+def next_step(view: JobState) -> Step:
     """The one thing to do next for this job, given everything its events say."""
     if view.terminal:
         return Step("done")
@@ -288,7 +98,7 @@ def next_step(view: JobView) -> Step:
     return Step("finish", gen.generation)
 
 
-def trial_gate(view: JobView | None, req: TrialRequested, stamp: Stamp) -> list[Event] | None:
+def trial_gate(view: JobState | None, req: TrialRequested, stamp: Stamp) -> list[Event] | None:
     """Whether a delivered trial.requested should run: None to run it, else the events that
     settle it instead ([] when it has ended already: a redelivery is not run twice).
     """
@@ -331,135 +141,55 @@ def trial_gate(view: JobView | None, req: TrialRequested, stamp: Stamp) -> list[
 # -- validate ----------------------------------------------------------------------------------
 
 
-class RequestRefused(ValueError):
-    """The request cannot run; the message is the reason shown to the user."""
-
-
-def _resolve_dataset(req: TrainingRequested, catalog: Catalog) -> DatasetInfo:
+def _resolve_dataset(req: TrainingRequested, catalog: Catalog) -> DatasetVersionState:
     versions = sorted(catalog.datasets.get(req.dataset, ()), key=lambda d: d.version)
     if not versions:
         if req.dataset in catalog.rejections:
-            raise RequestRefused(
+            raise Invalid(
                 f"data set {req.dataset!r} failed validation: {catalog.rejections[req.dataset]}"
             )
-        raise RequestRefused(f"unknown data set {req.dataset!r}")
+        raise Invalid(f"unknown data set {req.dataset!r}")
     if req.dataset_version is None:
         return versions[-1]
     for d in versions:
         if d.version == req.dataset_version:
             return d
     have = ", ".join(str(d.version) for d in versions)
-    raise RequestRefused(
+    raise Invalid(
         f"data set {req.dataset!r} has no validated version {req.dataset_version} "
         f"(validated: {have})"
     )
-
-
-def _resolve_budget(req: TrainingRequested) -> tuple[int, int, int]:
-    """(population, generations, trials)."""
-    if req.job_type == "single":
-        return 1, 1, 1
-    b = req.budget
-    for name, value in (("population", b.population), ("generations", b.generations)):
-        if value is not None and value < 1:
-            raise RequestRefused(f"budget {name} must be at least 1, got {value}")
-    if b.trials is not None and b.trials < 1:
-        raise RequestRefused(f"budget must be at least 1 trial, got {b.trials}")
-    if b.trials is not None and b.population is None and b.generations is None:
-        population = min(b.trials, DEFAULT_POPULATION)
-        generations = math.ceil(b.trials / population)
-        trials = b.trials
-    elif b.trials is not None and (b.population is None) != (b.generations is None):
-        given = b.population or b.generations or 1
-        name = "population" if b.population is not None else "generations"
-        if b.trials % given:
-            raise RequestRefused(
-                f"budget of {b.trials} trials is not a multiple of the {name} {given}"
-            )
-        population = given if b.population is not None else b.trials // given
-        generations = b.trials // given if b.population is not None else given
-        trials = b.trials
-    else:
-        population = b.population or DEFAULT_POPULATION
-        generations = b.generations or DEFAULT_GENERATIONS
-        trials = population * generations
-        if b.trials is not None and b.trials != trials:
-            raise RequestRefused(
-                f"budget of {b.trials} trials contradicts population {population} x "
-                f"generations {generations} = {trials}; give one or the other"
-            )
-    if trials > MAX_TRIALS:
-        raise RequestRefused(f"budget of {trials} trials is over the limit of {MAX_TRIALS}")
-    if population < 2 and generations > 1:
-        raise RequestRefused("a search over several generations needs a population of at least 2")
-    return population, generations, trials
-
-
-def _resolve_objectives(req: TrainingRequested) -> tuple[list[Any], dict[str, float]]:
-    objectives = list(dict.fromkeys(req.objectives))
-    if not objectives:
-        raise RequestRefused("at least one objective is needed (accuracy, latency, size)")
-    unknown = [o for o in objectives if o not in OBJECTIVES]
-    if unknown:
-        raise RequestRefused(f"unknown objectives {unknown} (known: {', '.join(OBJECTIVES)})")
-    if "accuracy" not in objectives:
-        raise RequestRefused("objectives must include accuracy")
-    weights: dict[str, float] = {}
-    if req.mode == "weighted":
-        extra = sorted(set(req.weights) - set(objectives))
-        if extra:
-            raise RequestRefused(f"weights name objectives not searched: {extra}")
-        if any(w < 0 or not math.isfinite(w) for w in req.weights.values()):
-            raise RequestRefused("weights must be finite and not negative")
-        weights = {o: float(req.weights.get(o, 0.0 if req.weights else 1.0)) for o in objectives}
-        if sum(weights.values()) <= 0:
-            raise RequestRefused("weights must not all be zero")
-    return objectives, weights
-
-
-def _check_constraints(c: Constraints) -> None:
-    for name, value in msgspec.structs.asdict(c).items():
-        if value is not None and not value > 0:
-            raise RequestRefused(f"constraint {name} must be positive, got {value}")
 
 
 def plan_request(req: TrainingRequested, catalog: Catalog) -> TrainingPlan:
     """Check a request against the catalog and fill in every default.
 
     Raises:
-        RequestRefused: with a reason a user understands.
+        Invalid: with a reason a user understands.
     """
+    checked = check_request(req)  # the checks the gateway ran too (a request may skip it)
+    sizes, objectives, weights = checked.sizes, checked.objectives, checked.weights
     if req.arch not in catalog.architectures:
         known = ", ".join(sorted(catalog.architectures))
-        raise RequestRefused(f"unknown architecture {req.arch!r} (known: {known})")
+        raise Invalid(f"unknown architecture {req.arch!r} (known: {known})")
     arch = catalog.architectures[req.arch]
     dataset = _resolve_dataset(req, catalog)
     if req.image_size is not None:
-        if req.image_size < 1:
-            raise RequestRefused(f"image size must be positive, got {req.image_size}")
         image_size = [req.image_size, req.image_size]
     else:
         image_size = list(dataset.image_size)
     if min(image_size) < arch.min_image_size:
         h, w = image_size
-        raise RequestRefused(
+        raise Invalid(
             f"image size {h}x{w} is too small for {req.arch} (it needs at least "
             f"{arch.min_image_size}x{arch.min_image_size}); pass a larger image_size"
         )
-    population, generations, trials = _resolve_budget(req)
-    objectives, weights = _resolve_objectives(req)
-    _check_constraints(req.constraints)
+    population, generations, trials = sizes.population, sizes.generations, sizes.trials
     if req.target_engine not in catalog.engines:
-        raise RequestRefused(
+        raise Invalid(
             f"unknown target engine {req.target_engine!r} (ONNX engines: "
             f"{', '.join(catalog.engines)})"
         )
-    if req.epochs is not None and req.epochs < 1:
-        raise RequestRefused(f"epochs must be at least 1, got {req.epochs}")
-    if req.max_batches_per_epoch is not None and req.max_batches_per_epoch < 1:
-        raise RequestRefused("max_batches_per_epoch must be at least 1")
-    if req.register_limit < 0:
-        raise RequestRefused("register_limit must not be negative")
     fixed = dict(req.hyperparameters)
     if req.epochs is not None:
         fixed["epochs"] = req.epochs
@@ -472,9 +202,9 @@ def plan_request(req: TrainingRequested, catalog: Catalog) -> TrainingPlan:
         else:
             searched = space.resolve_space(arch.default_space, req.search_space, fixed)
     except space.SpaceError as err:
-        raise RequestRefused(str(err)) from err
+        raise Invalid(str(err)) from err
     if req.job_type == "search" and not searched:
-        raise RequestRefused("nothing to search: every hyperparameter is fixed")
+        raise Invalid("nothing to search: every hyperparameter is fixed")
     return TrainingPlan(
         job_type=req.job_type,
         arch=req.arch,
@@ -502,17 +232,17 @@ def plan_request(req: TrainingRequested, catalog: Catalog) -> TrainingPlan:
     )
 
 
-def validate_request(view: JobView, catalog: Catalog, stamp: Stamp) -> list[Event]:
+def validate_request(view: JobState, catalog: Catalog, stamp: Stamp) -> list[Event]:
     """training.started with the plan, or training.failed with the reason."""
     assert view.request is not None
     try:
         plan = plan_request(view.request, catalog)
-    except RequestRefused as err:
+    except Refused as err:
         return [TrainingFailed(**stamp.envelope("failed"), job_id=view.job_id, reason=str(err))]
     return [TrainingStarted(**stamp.envelope("started"), job_id=view.job_id, plan=plan)]
 
 
-def cancel_job(view: JobView, stamp: Stamp) -> list[Event]:
+def cancel_job(view: JobState, stamp: Stamp) -> list[Event]:
     return [
         TrainingCancelled(
             **stamp.envelope("cancelled"), job_id=view.job_id, reason="cancelled on request"
@@ -539,7 +269,7 @@ def _config_key(plan: TrainingPlan) -> Any:
     return key
 
 
-def evaluated(view: JobView) -> list[search.Evaluated]:
+def evaluated(view: JobState) -> list[search.Evaluated]:
     """The job's completed trials as the search sees them (with constraint violations)."""
     assert view.plan is not None
     out = []
@@ -550,7 +280,7 @@ def evaluated(view: JobView) -> list[search.Evaluated]:
     return out
 
 
-def population_specs(view: JobView, generation: int) -> list[TrialSpec]:
+def population_specs(view: JobState, generation: int) -> list[TrialSpec]:
     """The individuals of ``generation``: a Latin hypercube first, then the GA's children."""
     plan = view.plan
     assert plan is not None
@@ -587,7 +317,7 @@ def population_specs(view: JobView, generation: int) -> list[TrialSpec]:
 
 
 def trial_requests(
-    view: JobView, generation: int, specs: Sequence[TrialSpec], stamp: Stamp
+    view: JobState, generation: int, specs: Sequence[TrialSpec], stamp: Stamp
 ) -> list[Event]:
     """One trial.requested per individual: everything a trainer anywhere needs."""
     plan, req = view.plan, view.request
@@ -620,7 +350,7 @@ def trial_requests(
     ]
 
 
-def start_generation(view: JobView, generation: int, stamp: Stamp) -> list[Event]:
+def start_generation(view: JobState, generation: int, stamp: Stamp) -> list[Event]:
     """generation_started with the population, then one trial.requested per individual."""
     specs = population_specs(view, generation)
     started = GenerationStarted(
@@ -632,10 +362,10 @@ def start_generation(view: JobView, generation: int, stamp: Stamp) -> list[Event
     return [started, *trial_requests(view, generation, specs, stamp)]
 
 
-def request_planned(view: JobView, generation: int, stamp: Stamp) -> list[Event]:
+def request_planned(view: JobState, generation: int, stamp: Stamp) -> list[Event]:
     """trial.requested for the individuals of a started generation not yet requested
     (the coordinator stopped between the two)."""
-    gen = view.generation_view(generation)
+    gen = view.generation_state(generation)
     assert gen is not None
     specs = [
         TrialSpec(
@@ -651,7 +381,7 @@ def request_planned(view: JobView, generation: int, stamp: Stamp) -> list[Event]
     return trial_requests(view, generation, specs, stamp)
 
 
-def job_front(view: JobView) -> list[TrialView]:
+def job_front(view: JobState) -> list[TrialState]:
     """The Pareto front over every completed, feasible trial of the job so far."""
     assert view.plan is not None
     items = evaluated(view)
@@ -663,7 +393,7 @@ def job_front(view: JobView) -> list[TrialView]:
     )
 
 
-def population_document(view: JobView, generation: int) -> dict[str, Any]:
+def population_document(view: JobState, generation: int) -> dict[str, Any]:
     """The population of a generation with its measurements and ranks (saved as JSON)."""
     plan = view.plan
     assert plan is not None
@@ -702,7 +432,7 @@ def population_document(view: JobView, generation: int) -> dict[str, Any]:
 
 
 def complete_generation(
-    view: JobView, generation: int, population: ArtifactRef | None, stamp: Stamp
+    view: JobState, generation: int, population: ArtifactRef | None, stamp: Stamp
 ) -> list[Event]:
     """generation_completed with the counts and the job's front so far."""
     counts = view.counts(generation)
@@ -725,7 +455,7 @@ def complete_generation(
 # -- finish -----------------------------------------------------------------------------------
 
 
-def _summary(t: TrialView, score: float | None = None) -> TrialSummary:
+def _summary(t: TrialState, score: float | None = None) -> TrialSummary:
     assert t.metrics is not None and t.onnx is not None
     return TrialSummary(
         trial_id=t.trial_id,
@@ -739,7 +469,7 @@ def _summary(t: TrialView, score: float | None = None) -> TrialSummary:
     )
 
 
-def _spread(items: list[TrialView], limit: int) -> list[TrialView]:
+def _spread(items: list[TrialState], limit: int) -> list[TrialState]:
     """At most ``limit`` of a front sorted by accuracy, spread evenly along it (ends kept)."""
     if limit <= 0:
         return []
@@ -751,7 +481,7 @@ def _spread(items: list[TrialView], limit: int) -> list[TrialView]:
     return [items[i] for i in picks]
 
 
-def model_upload(view: JobView, t: TrialView, stamp: Stamp) -> ModelUploadReceived:
+def model_upload(view: JobState, t: TrialState, stamp: Stamp) -> ModelUploadReceived:
     """The registry upload of one trial's exported model, with its full lineage."""
     plan, req = view.plan, view.request
     assert plan is not None and req is not None and t.metrics is not None and t.onnx is not None
@@ -801,7 +531,7 @@ def model_upload(view: JobView, t: TrialView, stamp: Stamp) -> ModelUploadReceiv
     )
 
 
-def finish_job(view: JobView, stamp: Stamp) -> list[Event]:
+def finish_job(view: JobState, stamp: Stamp) -> list[Event]:
     """Register the best models and complete the job (or fail it when nothing qualifies)."""
     plan = view.plan
     assert plan is not None
@@ -861,7 +591,7 @@ def finish_job(view: JobView, stamp: Stamp) -> list[Event]:
     return [*uploads, completed]
 
 
-def job_stamp(view: JobView, now: Any) -> Stamp:
+def job_stamp(view: JobState, now: Any) -> Stamp:
     """The stamp of every coordinator event of a job: caused by the request, so a redone
     step gets the same event ids."""
     assert view.request is not None

@@ -13,11 +13,13 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, se
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from cvops.contracts import ArtifactRef, Event
+from cvops.contracts import Event
 from cvops.contracts.registry import DatasetRejected, DatasetValidated
 from cvops.contracts.training import GenerationStarted, TrialProgressed
-from cvops.core import Settings
-from cvops.trainer.handlers import DatasetInfo, JobView, TrialView, evolve
+from cvops.core import Settings, catalog
+from cvops.core.catalog import datasets_table
+from cvops.domain.catalog import DatasetVersionState
+from cvops.domain.training import JobState, TrialState, evolve
 from cvops.trainer.search import PeerProgress
 
 metadata = MetaData()
@@ -39,7 +41,7 @@ jobs = Table(
     Column("reason", Text, nullable=False, default=""),
     Column("requested_at", String, nullable=False),
     Column("updated_at", String, nullable=False),
-    Column("state", Text, nullable=False),  # the JobView as JSON
+    Column("state", Text, nullable=False),  # the JobState as JSON
 )
 
 trials = Table(
@@ -72,17 +74,8 @@ trial_progress = Table(
     Column("val_accuracy", Float, nullable=False),
 )
 
-datasets = Table(
-    "datasets",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("canonical", Text, nullable=False),
-    Column("classes", Text, nullable=False),
-    Column("channels", Integer, nullable=False),
-    Column("image_h", Integer, nullable=False),
-    Column("image_w", Integer, nullable=False),
-)
+# the registry's validated data sets, folded by the catalogue's one rule (cvops.domain.catalog)
+datasets = datasets_table(metadata)
 
 dataset_rejections = Table(
     "dataset_rejections",
@@ -92,7 +85,7 @@ dataset_rejections = Table(
 )
 
 _encode = msgspec.json.Encoder().encode
-_decode_view = msgspec.json.Decoder(JobView).decode
+_decode_view = msgspec.json.Decoder(JobState).decode
 
 
 def _iso(value: datetime) -> str:
@@ -104,11 +97,12 @@ class TrainerProjection:
 
     name = "trainer"
     metadata = metadata
+    version = 1  # 1: data sets are the catalogue's aggregate table
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
             case DatasetValidated():
-                self._dataset(session, event)
+                datasets.apply(session, event)
             case DatasetRejected(dataset_name=name, reason=reason):
                 session.execute(
                     insert(dataset_rejections)
@@ -117,22 +111,6 @@ class TrainerProjection:
                 )
             case _ if event.context in ("training", "trial"):
                 self._job_event(session, event, seq)
-
-    def _dataset(self, session: Session, e: DatasetValidated) -> None:
-        h, w = [*e.images.modal_hw, 0, 0][:2]
-        session.execute(
-            insert(datasets)
-            .values(
-                name=e.dataset_name,
-                version=e.version,
-                canonical=_encode(e.canonical).decode(),
-                classes=_encode(e.classes).decode(),
-                channels=e.images.channels,
-                image_h=h,
-                image_w=w,
-            )
-            .on_conflict_do_nothing()
-        )
 
     def _job_event(self, session: Session, event: Event, seq: int) -> None:
         job_id = str(getattr(event, "job_id", ""))
@@ -190,7 +168,7 @@ class TrainerProjection:
                 .on_conflict_do_nothing()
             )
 
-    def _trial_row(self, session: Session, job_id: str, t: TrialView) -> None:
+    def _trial_row(self, session: Session, job_id: str, t: TrialState) -> None:
         m = t.metrics
         row: dict[str, Any] = {
             "status": t.status,
@@ -228,27 +206,15 @@ def db_path(settings: Settings) -> Path:
 # -- queries ------------------------------------------------------------------------------
 
 
-def load_job(session: Session, job_id: str) -> JobView | None:
+def load_job(session: Session, job_id: str) -> JobState | None:
     """A job's folded state, or None when no request of that id was seen."""
     state = session.execute(select(jobs.c.state).where(jobs.c.job_id == job_id)).scalar()
     return _decode_view(state) if state else None
 
 
-def dataset_versions(session: Session) -> dict[str, list[DatasetInfo]]:
+def dataset_versions(session: Session) -> dict[str, list[DatasetVersionState]]:
     """Every validated data-set version, by name."""
-    out: dict[str, list[DatasetInfo]] = {}
-    for r in session.execute(select(datasets)).all():
-        out.setdefault(r.name, []).append(
-            DatasetInfo(
-                name=r.name,
-                version=r.version,
-                canonical=msgspec.json.decode(r.canonical, type=ArtifactRef),
-                classes=msgspec.json.decode(r.classes, type=list[str]),
-                channels=r.channels,
-                image_size=[r.image_h, r.image_w],
-            )
-        )
-    return out
+    return catalog.dataset_versions(datasets, session)
 
 
 def dataset_rejection_reasons(session: Session) -> dict[str, str]:

@@ -49,8 +49,9 @@ from cvops.core import (
     leases,
 )
 from cvops.core.logging import get_logger
+from cvops.domain.training import JobState
 from cvops.trainer import handlers, metrics, projection, search, space
-from cvops.trainer.handlers import ArchInfo, Catalog, JobView, Step
+from cvops.trainer.handlers import ArchInfo, Catalog, Step
 
 log = get_logger(__name__)
 
@@ -74,9 +75,9 @@ def _now() -> datetime:
 
 def onnx_engines() -> list[str]:
     """Names of the engines that run an ONNX file (the valid target engines)."""
-    from cvops.engines.engines import ENGINES
+    from cvops.engines.engines import ENGINE_REGISTRY
 
-    return sorted(name for name, cls in ENGINES.items() if "onnx" in cls.formats)
+    return sorted(name for name, cls in ENGINE_REGISTRY.items() if "onnx" in cls.formats)
 
 
 def architectures() -> dict[str, ArchInfo]:
@@ -115,7 +116,7 @@ class Trainer:
 
     # -- shared ------------------------------------------------------------------------------
 
-    def job_view(self, job_id: str) -> JobView | None:
+    def job_view(self, job_id: str) -> JobState | None:
         with self.runner.session() as s:
             return projection.load_job(s, job_id)
 
@@ -172,7 +173,7 @@ class Trainer:
             metrics.JOB_STEPS.labels(step.kind).inc()
             await self._publish_for_job(view, events)
 
-    async def _events_for(self, step: Step, view: JobView, stamp: Stamp) -> list[Event]:
+    async def _events_for(self, step: Step, view: JobState, stamp: Stamp) -> list[Event]:
         match step.kind:
             case "validate":
                 return handlers.validate_request(view, self.catalog(), stamp)
@@ -196,7 +197,7 @@ class Trainer:
                 return handlers.finish_job(view, stamp)
         return []
 
-    async def _publish_for_job(self, view: JobView, events: list[Event]) -> None:
+    async def _publish_for_job(self, view: JobState, events: list[Event]) -> None:
         """Append a step's events: the job's own with optimistic concurrency (a cancel that
         slipped in makes us re-decide), each trial and upload at most once ever."""
         expected = view.last_seq

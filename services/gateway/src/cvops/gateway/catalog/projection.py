@@ -1,90 +1,89 @@
 """The catalog in the projection: models and their versions, data sets and their versions,
 uploads awaiting or given the registry's verdict, and the engines converted from each model
-version. Tables, folds and reads.
+version. The tables (aggregate tables folded by ``cvops.domain.catalog``, and the engines'
+table), their folds and reads.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import msgspec
-from sqlalchemy import Column, Integer, String, Table, Text, bindparam, func, select, update
+from sqlalchemy import Column, Integer, String, Table, Text, select
 from sqlalchemy.dialects.sqlite import insert
-from sqlalchemy.engine import Row
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event
-from cvops.contracts.api import (
-    DatasetView,
-    EngineArtifactView,
-    ModelVersionView,
-    ModelView,
-    UploadStatus,
-)
+from cvops.contracts.api import DatasetView, EngineArtifactView, ModelVersionView, ModelView
 from cvops.contracts.conversion import ArtifactProduced
-from cvops.contracts.registry import (
-    DatasetRegistered,
-    DatasetRejected,
-    DatasetUploadReceived,
-    DatasetValidated,
-    ModelRegistered,
-    ModelRejected,
-    ModelStageChanged,
-    ModelUploadReceived,
-    ModelVersionAdded,
+from cvops.core.aggregates import AggregateTable
+from cvops.domain.catalog import (
+    DatasetVersionState,
+    ModelVersionState,
+    NameState,
+    UploadState,
+    dataset_name_key,
+    dataset_version_key,
+    evolve_dataset_version,
+    evolve_model_version,
+    evolve_name,
+    evolve_upload,
+    model_name_key,
+    model_version_key,
+    upload_key,
 )
-from cvops.gateway.core import Fold, as_json, metadata, parse_dt
+from cvops.gateway.core import Fold, as_json, metadata
 
-models = Table(
+# Models, data sets, their versions and uploads: aggregate tables folded by
+# ``cvops.domain.catalog`` (the state as JSON; the columns beside it are what reads look up).
+MODELS = AggregateTable(
+    metadata,
     "models",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("owner", String, nullable=False),
-    Column("created_at", String, nullable=False),
-    Column("latest_version", Integer),
+    NameState,
+    key=[Column("name", String)],
+    key_of=model_name_key,
+    evolve=evolve_name,
+    columns=[Column("latest_version", Integer, nullable=False)],
 )
-
-# ``body`` is a ModelVersionView as JSON; ``stage`` (the only mutable part) is a column.
-model_versions = Table(
-    "model_versions",
+DATASETS = AggregateTable(
     metadata,
-    Column("model_name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("stage", String, nullable=False),
-    Column("upload_id", String, nullable=False),
-    Column("body", Text, nullable=False),
-)
-
-datasets = Table(
     "datasets",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("owner", String, nullable=False),
-    Column("created_at", String, nullable=False),
-    Column("latest_version", Integer),
+    NameState,
+    key=[Column("name", String)],
+    key_of=dataset_name_key,
+    evolve=evolve_name,
+    columns=[Column("latest_version", Integer, nullable=False)],
 )
-
-# ``body`` is a DatasetView as JSON.
-dataset_versions = Table(
+MODEL_VERSIONS = AggregateTable(
+    metadata,
+    "model_versions",
+    ModelVersionState,
+    key=[Column("model_name", String), Column("version", Integer)],
+    key_of=model_version_key,
+    evolve=evolve_model_version,
+)
+DATASET_VERSIONS = AggregateTable(
+    metadata,
     "dataset_versions",
-    metadata,
-    Column("name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("upload_id", String, nullable=False),
-    Column("body", Text, nullable=False),
+    DatasetVersionState,
+    key=[Column("name", String), Column("version", Integer)],
+    key_of=dataset_version_key,
+    evolve=evolve_dataset_version,
 )
-
-uploads = Table(
+UPLOADS = AggregateTable(
+    metadata,
     "uploads",
-    metadata,
-    Column("upload_id", String, primary_key=True),
-    Column("kind", String, nullable=False),
-    Column("name", String, nullable=False),
-    Column("status", String, nullable=False),
-    Column("version", Integer),
-    Column("reason", String),
-    Column("correlation_id", String, nullable=False),
-    Column("actor", String, nullable=False),
-    Column("created_at", String, nullable=False),
+    UploadState,
+    key=[Column("upload_id", String)],
+    key_of=upload_key,
+    evolve=evolve_upload,
+    columns=[
+        Column("kind", String, nullable=False),
+        Column("name", String, nullable=False),
+        Column("status", String, nullable=False),
+    ],
 )
+CATALOG_TABLES = (MODELS, DATASETS, MODEL_VERSIONS, DATASET_VERSIONS, UPLOADS)
 
 # ``body`` is an EngineArtifactView as JSON.
 engine_artifacts = Table(
@@ -99,170 +98,13 @@ engine_artifacts = Table(
 )
 
 
-class UploadState(msgspec.Struct, frozen=True, kw_only=True):
-    upload_id: str
-    kind: str
-    name: str
-    status: UploadStatus
-    version: int | None
-    reason: str | None
-    correlation_id: str
-
-
 # -- folds -------------------------------------------------------------------------------------
 
 
 def fold_catalog(session: Session, event: Event, seq: int, at: str) -> None:
     """Models, data sets, their versions and uploads from ``registry.*`` events."""
-    match event:
-        case ModelUploadReceived(upload_id=up, model_name=n):
-            _upload(session, event, up, "model", n)
-        case DatasetUploadReceived(upload_id=up, dataset_name=n):
-            _upload(session, event, up, "dataset", n)
-        case ModelRegistered(model_name=n, owner=o):
-            session.execute(
-                insert(models)
-                .values(name=n, owner=o, created_at=at, latest_version=None)
-                .on_conflict_do_nothing()
-            )
-        case ModelVersionAdded():
-            _model_version(session, event, at)
-        case ModelRejected(upload_id=up, reason=why):
-            _verdict(session, up, "rejected", None, why)
-        case ModelStageChanged(model_name=n, version=v, stage=s):
-            session.execute(
-                update(model_versions)
-                .where(model_versions.c.model_name == n, model_versions.c.version == v)
-                .values(stage=s)
-            )
-        case DatasetRegistered(dataset_name=n, owner=o):
-            session.execute(
-                insert(datasets)
-                .values(name=n, owner=o, created_at=at, latest_version=None)
-                .on_conflict_do_nothing()
-            )
-        case DatasetValidated():
-            _dataset_version(session, event, at)
-        case DatasetRejected(upload_id=up, reason=why):
-            _verdict(session, up, "rejected", None, why)
-        case _:
-            pass
-
-
-def _upload(session: Session, event: Event, upload_id: str, kind: str, name: str) -> None:
-    session.execute(
-        insert(uploads)
-        .values(
-            upload_id=upload_id,
-            kind=kind,
-            name=name,
-            status="pending",
-            correlation_id=event.correlation_id,
-            actor=event.actor,
-            created_at=event.occurred_at.isoformat(),
-        )
-        .on_conflict_do_nothing()
-    )
-
-
-def _verdict(
-    session: Session, upload_id: str, status: str, version: int | None, reason: str | None
-) -> None:
-    session.execute(
-        update(uploads)
-        .where(uploads.c.upload_id == upload_id)
-        .values(status=status, version=version, reason=reason)
-    )
-
-
-def _uploader(session: Session, upload_id: str, default: str) -> str:
-    actor = session.execute(
-        select(uploads.c.actor).where(uploads.c.upload_id == upload_id)
-    ).scalar_one_or_none()
-    return actor or default
-
-
-def _model_version(session: Session, e: ModelVersionAdded, at: str) -> None:
-    by = _uploader(session, e.upload_id, e.actor)
-    session.execute(
-        insert(models)
-        .values(name=e.model_name, owner=by, created_at=at, latest_version=None)
-        .on_conflict_do_nothing()
-    )
-    view = ModelVersionView(
-        model_name=e.model_name,
-        version=e.version,
-        stage="none",
-        format=e.format,
-        artifact=e.artifact,
-        inputs=e.inputs,
-        outputs=e.outputs,
-        parameter_count=e.parameter_count,
-        opset=e.opset,
-        architecture=e.architecture,
-        num_classes=e.num_classes,
-        description=e.description,
-        lineage=e.lineage,
-        created_at=e.occurred_at,
-        created_by=by,
-    )
-    session.execute(
-        insert(model_versions)
-        .values(
-            model_name=e.model_name,
-            version=e.version,
-            stage="none",
-            upload_id=e.upload_id,
-            body=msgspec.json.encode(view).decode(),
-        )
-        .on_conflict_do_nothing()
-    )
-    session.execute(
-        update(models)
-        .where(models.c.name == e.model_name)
-        .values(latest_version=func.max(func.coalesce(models.c.latest_version, 0), e.version))
-    )
-    _verdict(session, e.upload_id, "validated", e.version, None)
-
-
-def _dataset_version(session: Session, e: DatasetValidated, at: str) -> None:
-    by = _uploader(session, e.upload_id, e.actor)
-    session.execute(
-        insert(datasets)
-        .values(name=e.dataset_name, owner=by, created_at=at, latest_version=None)
-        .on_conflict_do_nothing()
-    )
-    view = DatasetView(
-        name=e.dataset_name,
-        owner=by,
-        version=e.version,
-        created_at=e.occurred_at,
-        classes=e.classes,
-        class_counts=e.class_counts,
-        num_images=e.num_images,
-        images=e.images,
-        splits=e.splits,
-        source=e.source,
-        canonical=e.canonical,
-        seed=e.seed,
-        description=e.description,
-    )
-    session.execute(
-        insert(dataset_versions)
-        .values(
-            name=e.dataset_name,
-            version=e.version,
-            upload_id=e.upload_id,
-            body=msgspec.json.encode(view).decode(),
-        )
-        .on_conflict_do_nothing()
-    )
-    session.execute(
-        update(datasets)
-        .where(datasets.c.name == e.dataset_name)
-        .values(latest_version=func.max(func.coalesce(datasets.c.latest_version, 0), e.version))
-    )
-    _verdict(session, e.upload_id, "validated", e.version, None)
+    for table in CATALOG_TABLES:
+        table.apply(session, event)
 
 
 def fold_engine_artifacts(session: Session, event: Event, seq: int, at: str) -> None:
@@ -309,128 +151,116 @@ FOLDS: dict[str, Fold] = {"registry": fold_catalog, "conversion": fold_engine_ar
 # -- reads -------------------------------------------------------------------------------------
 
 
-def _model_view(row: Row) -> ModelView:
+def _model_view(name: NameState) -> ModelView:
     return ModelView(
-        name=row.name,
-        owner=row.owner,
-        created_at=parse_dt(row.created_at),
-        latest_version=row.latest_version,
+        name=name.name,
+        owner=name.owner,
+        created_at=name.created_at,
+        latest_version=name.latest_version or None,
     )
 
 
-# Hot read statements are built once (bound parameters): building a select per request
-# cost more than running it.
-_LIST_MODELS = select(models).where(models.c.latest_version.is_not(None)).order_by(models.c.name)
-_MODEL_VERSIONS = (
-    select(model_versions)
-    .where(model_versions.c.model_name == bindparam("name"))
-    .order_by(model_versions.c.version)
-)
-_GET_MODEL = select(models).where(
-    models.c.name == bindparam("name"), models.c.latest_version.is_not(None)
-)
-_GET_VERSION = select(model_versions).where(
-    model_versions.c.model_name == bindparam("name"),
-    model_versions.c.version == bindparam("version"),
-)
-_LIST_DATASETS = (
-    select(dataset_versions)
-    .join(
-        datasets,
-        (datasets.c.name == dataset_versions.c.name)
-        & (datasets.c.latest_version == dataset_versions.c.version),
+def _uploader(s: Session, upload_id: str, default: str) -> str:
+    found = UPLOADS.get(s, upload_id)
+    return found.actor if found is not None and found.actor else default
+
+
+def _version_view(s: Session, v: ModelVersionState) -> ModelVersionView:
+    return ModelVersionView(
+        model_name=v.model_name,
+        version=v.version,
+        stage=v.stage,
+        format=v.format,  # type: ignore[arg-type]
+        artifact=v.artifact,
+        inputs=v.inputs,
+        outputs=v.outputs,
+        parameter_count=v.parameter_count,
+        opset=v.opset,
+        architecture=v.architecture,
+        num_classes=v.num_classes,
+        description=v.description,
+        lineage=v.lineage,
+        created_at=v.created_at,  # type: ignore[arg-type]
+        created_by=_uploader(s, v.upload_id, v.created_by),
     )
-    .order_by(dataset_versions.c.name)
-)
-_DATASET_VERSION = select(dataset_versions).where(
-    dataset_versions.c.name == bindparam("name"),
-    dataset_versions.c.version == bindparam("version"),
-)
-_DATASET_LATEST = (
-    select(dataset_versions)
-    .where(dataset_versions.c.name == bindparam("name"))
-    .order_by(dataset_versions.c.version.desc())
-    .limit(1)
-)
+
+
+def _dataset_view(s: Session, d: DatasetVersionState) -> DatasetView:
+    return DatasetView(
+        name=d.name,
+        owner=_uploader(s, d.upload_id, d.created_by),
+        version=d.version,
+        created_at=d.created_at,  # type: ignore[arg-type]
+        classes=d.classes,
+        class_counts=d.class_counts,
+        num_images=d.num_images,
+        images=d.images,  # type: ignore[arg-type]
+        splits=d.splits,  # type: ignore[arg-type]
+        source=d.source,  # type: ignore[arg-type]
+        canonical=d.canonical,
+        seed=d.seed,
+        description=d.description,
+    )
 
 
 def list_models(s: Session) -> list[ModelView]:
     """Models with at least one version."""
-    rows = s.execute(_LIST_MODELS).all()
-    return [_model_view(r) for r in rows]
-
-
-def _version_view(row: Row) -> ModelVersionView:
-    view = msgspec.json.decode(row.body, type=ModelVersionView)
-    return msgspec.structs.replace(view, stage=row.stage)
+    return [_model_view(m) for m in MODELS.states(s) if m.latest_version]
 
 
 def list_versions(s: Session, name: str) -> list[ModelVersionView]:
-    rows = s.execute(_MODEL_VERSIONS, {"name": name}).all()
-    return [_version_view(r) for r in rows]
+    return [_version_view(s, v) for v in MODEL_VERSIONS.states(s, model_name=name)]
 
 
 def get_model(s: Session, name: str) -> ModelView | None:
-    row = s.execute(_GET_MODEL, {"name": name}).first()
-    if row is None:
+    found = MODELS.get(s, name)
+    if found is None or not found.latest_version:
         return None
-    return msgspec.structs.replace(_model_view(row), versions=list_versions(s, name))
+    return msgspec.structs.replace(_model_view(found), versions=list_versions(s, name))
 
 
 def get_version(s: Session, name: str, version: int) -> ModelVersionView | None:
-    row = s.execute(_GET_VERSION, {"name": name, "version": version}).first()
-    return _version_view(row) if row else None
-
-
-def _dataset_view(row: Row) -> DatasetView:
-    return msgspec.json.decode(row.body, type=DatasetView)
+    found = MODEL_VERSIONS.get(s, name, version)
+    return _version_view(s, found) if found else None
 
 
 def list_datasets(s: Session) -> list[DatasetView]:
     """The latest validated version of every data set."""
-    rows = s.execute(_LIST_DATASETS).all()
-    return [_dataset_view(r) for r in rows]
+    out = []
+    for name in DATASETS.states(s):
+        found = DATASET_VERSIONS.get(s, name.name, name.latest_version)
+        if found is not None:
+            out.append(_dataset_view(s, found))
+    return out
 
 
 def get_dataset(s: Session, name: str, version: int | None = None) -> DatasetView | None:
     if version is not None:
-        row = s.execute(_DATASET_VERSION, {"name": name, "version": version}).first()
+        found = DATASET_VERSIONS.get(s, name, version)
     else:
-        row = s.execute(_DATASET_LATEST, {"name": name}).first()
-    return _dataset_view(row) if row else None
-
-
-def _upload_state(row: Row) -> UploadState:
-    return UploadState(
-        upload_id=row.upload_id,
-        kind=row.kind,
-        name=row.name,
-        status=row.status,
-        version=row.version,
-        reason=row.reason,
-        correlation_id=row.correlation_id,
-    )
+        versions = DATASET_VERSIONS.states(s, name=name)
+        found = versions[-1] if versions else None
+    return _dataset_view(s, found) if found else None
 
 
 def get_upload(s: Session, upload_id: str) -> UploadState | None:
-    row = s.execute(select(uploads).where(uploads.c.upload_id == upload_id)).first()
-    return _upload_state(row) if row else None
+    return UPLOADS.get(s, upload_id)
 
 
 def uploads_by_id(s: Session, upload_ids: list[str]) -> dict[str, UploadState]:
     """The uploads among ``upload_ids`` that the log has, by id."""
-    rows = s.execute(select(uploads).where(uploads.c.upload_id.in_(upload_ids))).all()
-    return {r.upload_id: _upload_state(r) for r in rows}
+    found = (UPLOADS.get(s, upload_id) for upload_id in dict.fromkeys(upload_ids))
+    return {u.upload_id: u for u in found if u is not None}
 
 
 def dataset_rejection(s: Session, name: str) -> str | None:
     """Why the newest rejected upload of data set ``name`` was refused (None: none was)."""
-    return s.execute(
-        select(uploads.c.reason)
-        .where(uploads.c.kind == "dataset", uploads.c.name == name, uploads.c.status == "rejected")
-        .order_by(uploads.c.created_at.desc(), uploads.c.upload_id.desc())
-        .limit(1)
-    ).scalar_one_or_none()
+    rejected = UPLOADS.states(s, kind="dataset", name=name, status="rejected")
+    if not rejected:
+        return None
+    oldest = datetime.min.replace(tzinfo=UTC)
+    newest = max(rejected, key=lambda u: (u.received_at or oldest, u.upload_id))
+    return newest.reason
 
 
 def list_engine_artifacts(s: Session, name: str, version: int) -> list[EngineArtifactView]:

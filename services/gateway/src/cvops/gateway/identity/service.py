@@ -76,7 +76,8 @@ class IdentityService:
     async def login(self, username: str, password: str, correlation_id: str) -> LoginResponse:
         with self.gateway.session() as s:
             user = views.get_user(s, username)
-        known = user.password_hash if user is not None and not user.disabled else None
+            stored = views.password_hash(s, username)
+        known = stored if user is not None and not user.disabled else None
         ok = await self.passwords.verify(known, password)
         if not ok or user is None:
             raise NotAuthenticated("invalid username or password")

@@ -1,16 +1,17 @@
 """Training in the projection: each job, its generations and its trials. Tables, folds, reads.
 
-JSON columns hold contract structs (request, plan, front, metrics) as the events carry them. A
-trial's first end (completed, failed, pruned) wins and a job's end is final, so applying an
-event again changes nothing.
+The domain's ``evolve`` folds a job (kept as JSON in ``jobs.state``); the columns of the three
+tables are read off that state, so the rules of the fold (a trial's first end wins, a job's end
+is final, a trial's progress ordered by attempt) are the domain's, and applying an event again
+changes nothing. JSON columns hold contract structs (request, plan, front, metrics).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, func, select, update
+from sqlalchemy import Boolean, Column, Float, Integer, String, Table, Text, func, select
 from sqlalchemy import case as sql_case
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.engine import Row
@@ -24,25 +25,22 @@ from cvops.contracts.api import (
     JobView,
     RegisteredModel,
     TrialView,
+    UploadStatus,
 )
 from cvops.contracts.training import (
     GenerationCompleted,
     GenerationStarted,
-    TrainingCancelled,
-    TrainingCancelRequested,
-    TrainingCompleted,
-    TrainingFailed,
     TrainingPlan,
-    TrainingRequested,
-    TrainingStarted,
-    TrialCompleted,
-    TrialFailed,
     TrialMetrics,
-    TrialProgressed,
-    TrialPruned,
-    TrialRequested,
-    TrialStarted,
     TrialSummary,
+)
+from cvops.domain.training import (
+    TERMINAL_JOB,
+    TERMINAL_TRIAL,
+    GenerationState,
+    JobState,
+    TrialState,
+    evolve,
 )
 from cvops.gateway.catalog.projection import uploads_by_id
 from cvops.gateway.core import (
@@ -53,9 +51,6 @@ from cvops.gateway.core import (
     parse_optional_dt,
     request_fields,
 )
-from cvops.gateway.training.rules import TERMINAL_JOB, JobState
-
-TERMINAL_TRIAL = ("completed", "failed", "pruned")
 
 jobs = Table(
     "jobs",
@@ -79,6 +74,7 @@ jobs = Table(
     Column("front", Text, nullable=False, default="[]"),
     Column("registered", Text, nullable=False, default="[]"),  # upload ids
     Column("model_name", String),
+    Column("state", Text, nullable=False),  # the domain's JobState as JSON
 )
 
 job_generations = Table(
@@ -118,219 +114,110 @@ job_trials = Table(
 )
 
 
-def _job(job_id: str) -> Any:
-    return jobs.c.job_id == job_id
+_decode_state = msgspec.json.Decoder(JobState).decode
 
 
-def _job_running(job_id: str) -> Any:
-    return (jobs.c.job_id == job_id) & jobs.c.status.not_in(TERMINAL_JOB)
+def load_state(session: Session, job_id: str) -> JobState | None:
+    """A job's domain state, or None when no request of that id was seen."""
+    state = session.execute(select(jobs.c.state).where(jobs.c.job_id == job_id)).scalar()
+    return _decode_state(state) if state else None
 
 
-def _trial_open(trial_id: str) -> Any:
-    return (job_trials.c.trial_id == trial_id) & job_trials.c.status.not_in(TERMINAL_TRIAL)
+def fold_job(session: Session, event: Event, seq: int, at: str) -> None:
+    """A job, its generations and its trials from ``training.*`` and ``trial.*`` events,
+    folded by the domain's ``evolve``; the rows are the state's columns."""
+    job_id = str(getattr(event, "job_id", ""))
+    state = evolve(load_state(session, job_id), event)
+    if state is None or state.request is None:
+        return
+    req = state.request
+    row: dict[str, Any] = {
+        "status": state.status,
+        "reason": state.reason or None,
+        "cancel_requested": state.cancel_requested,
+        "finished_at": state.finished_at.isoformat() if state.finished_at else None,
+        "trials_total": state.plan.trials if state.plan else None,
+        "plan": as_json(state.plan) if state.plan else None,
+        "front": as_json(state.front),
+        "registered": as_json(state.registered),
+        "model_name": state.model_name,
+        "state": as_json(state),
+    }
+    session.execute(
+        insert(jobs)
+        .values(
+            job_id=job_id,
+            correlation_id=req.correlation_id,
+            owner=req.actor,
+            role=req.role,
+            job_type=req.job_type,
+            arch=req.arch,
+            dataset=req.dataset,
+            device=req.device,
+            created_at=req.occurred_at.isoformat(),
+            request=request_fields(req, CreateJob),
+            **row,
+        )
+        .on_conflict_do_update(index_elements=["job_id"], set_=row)
+    )
+    if isinstance(event, GenerationStarted | GenerationCompleted):
+        gen = state.generation_state(event.generation)
+        if gen is not None:
+            _generation_row(session, job_id, gen)
+    touched: list[str] = []
+    if isinstance(event, GenerationStarted):
+        touched = [t.trial_id for t in event.trials]
+    elif event.context == "trial":
+        touched = [str(getattr(event, "trial_id", ""))]
+    for trial_id in touched:
+        if trial_id in state.trials:
+            _trial_row(session, job_id, state.trials[trial_id])
 
 
-def fold_training(session: Session, event: Event, seq: int, at: str) -> None:
-    """Jobs and their generations from ``training.*`` events."""
-    match event:
-        case TrainingRequested():
-            session.execute(
-                insert(jobs)
-                .values(
-                    job_id=event.job_id,
-                    correlation_id=event.correlation_id,
-                    owner=event.actor,
-                    role=event.role,
-                    job_type=event.job_type,
-                    arch=event.arch,
-                    dataset=event.dataset,
-                    device=event.device,
-                    status="requested",
-                    cancel_requested=False,
-                    created_at=at,
-                    request=request_fields(event, CreateJob),
-                    front="[]",
-                    registered="[]",
-                )
-                .on_conflict_do_nothing()
-            )
-        case TrainingStarted(plan=plan):
-            session.execute(
-                update(jobs)
-                .where(_job(event.job_id), jobs.c.status == "requested")
-                .values(status="running", plan=as_json(plan), trials_total=plan.trials)
-            )
-        case GenerationStarted(generation=g, trials=specs):
-            session.execute(
-                insert(job_generations)
-                .values(
-                    job_id=event.job_id,
-                    generation=g,
-                    trial_ids=as_json([t.trial_id for t in specs]),
-                    completed=False,
-                    front="[]",
-                )
-                .on_conflict_do_nothing()
-            )
-            for spec in specs:
-                session.execute(
-                    insert(job_trials)
-                    .values(
-                        trial_id=spec.trial_id,
-                        job_id=event.job_id,
-                        generation=g,
-                        idx=spec.index,
-                        status="planned",
-                        hyperparameters=as_json(spec.hyperparameters),
-                        parents=as_json(spec.parents),
-                    )
-                    .on_conflict_do_nothing()
-                )
-        case GenerationCompleted(generation=g):
-            session.execute(
-                update(job_generations)
-                .where(
-                    job_generations.c.job_id == event.job_id,
-                    job_generations.c.generation == g,
-                    ~job_generations.c.completed,
-                )
-                .values(
-                    completed=True,
-                    trials_completed=event.completed,
-                    trials_failed=event.failed,
-                    trials_pruned=event.pruned,
-                    front=as_json(event.front),
-                    best_accuracy=event.best_accuracy,
-                )
-            )
-        case TrainingCompleted():
-            session.execute(
-                update(jobs)
-                .where(_job_running(event.job_id))
-                .values(
-                    status="completed",
-                    finished_at=at,
-                    front=as_json(event.front),
-                    registered=as_json(event.registered_uploads),
-                    model_name=event.model_name,
-                )
-            )
-        case TrainingFailed(reason=why):
-            session.execute(
-                update(jobs)
-                .where(_job_running(event.job_id))
-                .values(status="failed", reason=why, finished_at=at)
-            )
-        case TrainingCancelled(reason=why):
-            session.execute(
-                update(jobs)
-                .where(_job_running(event.job_id))
-                .values(status="cancelled", reason=why or "cancelled", finished_at=at)
-            )
-        case TrainingCancelRequested():
-            session.execute(
-                update(jobs).where(_job_running(event.job_id)).values(cancel_requested=True)
-            )
-        case _:
-            pass
+def _generation_row(session: Session, job_id: str, gen: GenerationState) -> None:
+    row: dict[str, Any] = {
+        "trial_ids": as_json(gen.trial_ids),
+        "completed": gen.completed,
+        "trials_completed": gen.trials_completed,
+        "trials_failed": gen.trials_failed,
+        "trials_pruned": gen.trials_pruned,
+        "front": as_json(gen.front),
+        "best_accuracy": gen.best_accuracy,
+    }
+    session.execute(
+        insert(job_generations)
+        .values(job_id=job_id, generation=gen.generation, **row)
+        .on_conflict_do_update(index_elements=["job_id", "generation"], set_=row)
+    )
 
 
-def fold_trial(session: Session, event: Event, seq: int, at: str) -> None:
-    """A trial's state from ``trial.*`` events; its first end (completed, failed, pruned) wins."""
-    match event:
-        case TrialRequested():
-            session.execute(
-                insert(job_trials)
-                .values(
-                    trial_id=event.trial_id,
-                    job_id=event.job_id,
-                    generation=event.generation,
-                    idx=event.index,
-                    status="requested",
-                    hyperparameters=as_json(event.hyperparameters),
-                    parents="[]",
-                )
-                .on_conflict_do_nothing()
-            )
-            session.execute(
-                update(job_trials)
-                .where(job_trials.c.trial_id == event.trial_id, job_trials.c.status == "planned")
-                .values(status="requested")
-            )
-        case TrialStarted():
-            # a redelivered trial starts again with a higher attempt; an older start is stale
-            values: dict[str, Any] = {
-                "status": "running",
-                "attempt": event.attempt,
-                "host": event.host,
-                "device": event.device,
-                "parameters": event.parameters,
-                "epoch": 0,
-                "train_loss": None,
-                "val_accuracy": None,
-            }
-            if event.hyperparameters:
-                values["hyperparameters"] = as_json(event.hyperparameters)
-            session.execute(
-                update(job_trials)
-                .where(_trial_open(event.trial_id), job_trials.c.attempt < event.attempt)
-                .values(**values)
-            )
-        case TrialProgressed():
-            same_attempt = (job_trials.c.attempt == event.attempt) & (
-                job_trials.c.epoch <= event.epoch
-            )
-            session.execute(
-                update(job_trials)
-                .where(
-                    _trial_open(event.trial_id),
-                    (job_trials.c.attempt < event.attempt) | same_attempt,
-                )
-                .values(
-                    status="running",
-                    attempt=event.attempt,
-                    epoch=event.epoch,
-                    epochs=event.epochs,
-                    train_loss=event.train_loss,
-                    val_accuracy=event.val_accuracy,
-                )
-            )
-        case TrialCompleted(metrics=m):
-            values = {
-                "status": "completed",
-                "metrics": as_json(m),
-                "val_accuracy": m.accuracy,
-                "parameters": m.parameters,
-                "hyperparameters": as_json(event.hyperparameters),
-            }
-            if m.epochs:
-                values.update(epoch=m.epochs, epochs=m.epochs)
-            if event.host:
-                values.update(host=event.host, device=event.device)
-            session.execute(update(job_trials).where(_trial_open(event.trial_id)).values(values))
-        case TrialFailed(reason=why):
-            session.execute(
-                update(job_trials)
-                .where(_trial_open(event.trial_id))
-                .values(status="failed", reason=why)
-            )
-        case TrialPruned(reason=why):
-            session.execute(
-                update(job_trials)
-                .where(_trial_open(event.trial_id))
-                .values(
-                    status="pruned",
-                    reason=why,
-                    epoch=event.epoch,
-                    val_accuracy=event.val_accuracy,
-                )
-            )
-        case _:
-            pass
+def _trial_row(session: Session, job_id: str, t: TrialState) -> None:
+    row: dict[str, Any] = {
+        "generation": t.generation,
+        "idx": t.index,
+        "status": t.status,
+        "hyperparameters": as_json(t.hyperparameters),
+        "parents": as_json(t.parents),
+        "attempt": t.attempt,
+        "host": t.host,
+        "device": t.device,
+        "parameters": t.parameters,
+        "epoch": t.epoch,
+        "epochs": t.epochs,
+        "train_loss": t.train_loss,
+        "val_accuracy": t.val_accuracy,
+        "metrics": as_json(t.metrics) if t.metrics else None,
+        "reason": t.reason or None,
+    }
+    session.execute(
+        insert(job_trials)
+        .values(trial_id=t.trial_id, job_id=job_id, **row)
+        .on_conflict_do_update(index_elements=["trial_id"], set_=row)
+    )
 
 
 # Event context -> this context's fold of it.
-FOLDS: dict[str, Fold] = {"training": fold_training, "trial": fold_trial}
+FOLDS: dict[str, Fold] = {"training": fold_job, "trial": fold_job}
 
 
 # -- reads -------------------------------------------------------------------------------------
@@ -379,16 +266,7 @@ def list_jobs(s: Session, status: str | None = None, limit: int = 200) -> list[J
 
 
 def job_state(s: Session, job_id: str) -> JobState | None:
-    row = s.execute(select(jobs).where(jobs.c.job_id == job_id)).first()
-    if row is None:
-        return None
-    return JobState(
-        job_id=row.job_id,
-        owner=row.owner,
-        status=row.status,
-        cancel_requested=bool(row.cancel_requested),
-        correlation_id=row.correlation_id,
-    )
+    return load_state(s, job_id)
 
 
 def _trial_view(r: Row) -> TrialView:
@@ -421,7 +299,7 @@ def _registered(s: Session, upload_ids: list[str], model_name: str | None) -> li
             RegisteredModel(
                 upload_id=upload_id,
                 model_name=r.name if r is not None else (model_name or ""),
-                status=r.status if r is not None else "pending",
+                status=cast(UploadStatus, r.status) if r is not None else "pending",
                 version=r.version if r is not None else None,
                 reason=r.reason if r is not None else None,
             )
