@@ -45,6 +45,7 @@ from cvops.core import (
     ProjectionRunner,
     Settings,
     ShuttingDown,
+    append_guarded,
     leases,
 )
 from cvops.core.logging import get_logger
@@ -308,10 +309,12 @@ class _JobLog:
 
     async def publish(self, event: Event) -> None:
         try:
-            ack = await self.bus.publish(event, expected_last_subject_seq=self.expected)
+            appended = await append_guarded(
+                self.bus, event.aggregate_subjects, [event], self.expected
+            )
         except ConcurrencyConflict as err:
             raise JobMovedOn(str(err)) from err
-        self.expected = ack.seq
+        self.expected = appended.aggregate_seq
         if event.name in ("completed", "failed"):
             self.ended = True
 

@@ -1,5 +1,5 @@
-"""What every context shares: the plumbing of a write (stamp, append with the expected-sequence
-guard, read-your-write wait) and of a read (a session on the projection), the tables' metadata
+"""What every context shares: the plumbing of a write (stamp, append, the core aggregate
+writer, read-your-write wait) and of a read (a session on the projection), the tables' metadata
 and JSON columns, and how a controller reaches its context's service.
 """
 
@@ -21,7 +21,7 @@ from sqlalchemy import MetaData
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
-from cvops.core import Bus, ConcurrencyConflict, ProjectionRunner, Settings, get_logger
+from cvops.core import Bus, ProjectionRunner, Settings, get_logger, write_aggregate
 from cvops.gateway.metrics import GatewayMetrics
 
 log = get_logger(__name__)
@@ -52,14 +52,11 @@ class Gateway:
     def stamp(self, actor: str, correlation_id: str) -> Stamp:
         return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
 
-    async def append(self, events: list[Event], *, expected: int | None = None) -> int:
-        """Publish events in order; with ``expected``, each one guards the aggregate."""
+    async def append(self, events: list[Event]) -> int:
+        """Publish events in order, unguarded (each one's ``Nats-Msg-Id`` dedupes a re-publish)."""
         seq = 0
         for event in events:
-            published = await self.bus.publish(event, expected_last_subject_seq=expected)
-            seq = published.seq
-            if expected is not None:
-                expected = seq
+            seq = (await self.bus.publish(event)).seq
         return seq
 
     async def settle(self, seq: int) -> None:
@@ -72,24 +69,23 @@ class Gateway:
         await self.settle(await self.append(events))
 
     async def write_aggregate(self, subjects: str, decide: Callable[[], list[Event]]) -> int:
-        """Optimistic write: read the aggregate at its last sequence, decide, append guarded.
+        """Optimistic write (``cvops.core.write_aggregate``): read the aggregate at its last
+        sequence, wait for the projection, decide, append guarded, then read-your-write.
 
         ``decide`` reads the projection (which is at least at the aggregate's last event);
-        when another writer got in between, the whole read-decide-append is retried.
+        when another writer got in between, the whole read-decide-append is retried. A
+        projection that does not reach the aggregate in time fails the write (TimeoutError).
         """
-        for _ in range(WRITE_ATTEMPTS):
-            expected = await self.bus.last_subject_seq(subjects)
-            await self.runner.wait_for(expected, self.settings.read_your_write_timeout_s)
-            events = decide()
-            if not events:
-                return 0
-            try:
-                seq = await self.append(events, expected=expected)
-            except ConcurrencyConflict:
-                continue
-            await self.settle(seq)
-            return seq
-        raise ConcurrencyConflict(subjects)
+        appended = await write_aggregate(
+            self.bus,
+            subjects,
+            lambda _expected: decide(),
+            runner=self.runner,
+            attempts=WRITE_ATTEMPTS,
+            wait_s=self.settings.read_your_write_timeout_s,
+        )
+        await self.settle(appended.seq)
+        return appended.seq
 
 
 def new_job_id(kind: str) -> str:

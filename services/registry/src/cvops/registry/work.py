@@ -22,7 +22,15 @@ from prometheus_client import Counter, Histogram
 
 from cvops.contracts import ArtifactRef, Event, Stamp, subject_token
 from cvops.contracts.registry import DatasetUploadReceived, ModelUploadReceived
-from cvops.core import ArtifactStore, Bus, ConcurrencyConflict, ProjectionRunner, Settings
+from cvops.core import (
+    ArtifactStore,
+    Bus,
+    ConcurrencyConflict,
+    ProjectionRunner,
+    Settings,
+    append_guarded,
+    write_aggregate,
+)
 from cvops.core.logging import get_logger
 from cvops.registry import handlers
 from cvops.registry import projection as view
@@ -186,10 +194,15 @@ class UploadValidator:
         """Publish the verdict; returns the version (or "rejected"), None if decided elsewhere."""
         kind = "model" if isinstance(upload, ModelUploadReceived) else "dataset"
         aggregate = handlers.name_subjects(kind, _name(upload))
-        for _attempt in range(MAX_PUBLISH_ATTEMPTS):
-            # the aggregate's last sequence first, then a projection at least that far: the
-            # decision is based on exactly what the publish below expects
-            expected = await self.bus.last_subject_seq(aggregate)
+        attempt = 0
+
+        async def decide(expected: int) -> list[Event] | None:
+            # a projection at least at the aggregate's last sequence: the decision is based on
+            # exactly what the guarded append expects
+            nonlocal attempt
+            attempt += 1
+            if attempt > 1:
+                log.info("version_conflict_retry", upload_id=upload.upload_id, name=_name(upload))
             await self._catch_up(expected)
             if self._status(upload) != "pending":
                 return None
@@ -200,24 +213,21 @@ class UploadValidator:
             ).caused_by(upload, actor=handlers.ACTOR)
             if isinstance(upload, ModelUploadReceived):
                 assert not isinstance(verdict, DatasetFacts)
-                events = handlers.decide_model(state, upload, verdict, stamp)
-            else:
-                assert not isinstance(verdict, ModelFacts)
-                events = handlers.decide_dataset(state, upload, verdict, canonical, stamp)
-            try:
-                for event in events:
-                    if event.aggregate_subjects == aggregate:
-                        ack = await self.bus.publish(event, expected_last_subject_seq=expected)
-                        expected = ack.seq
-                    else:  # a rejection lives on the upload; its id makes it idempotent
-                        await self.bus.publish(event)
-            except ConcurrencyConflict:
-                log.info("version_conflict_retry", upload_id=upload.upload_id, name=_name(upload))
-                await self._catch_up()
-                continue
-            version = getattr(events[-1], "version", None)
-            return version if isinstance(version, int) else "rejected"
-        raise RuntimeError(f"could not number {_name(upload)!r} after many conflicts")
+                return handlers.decide_model(state, upload, verdict, stamp)
+            assert not isinstance(verdict, ModelFacts)
+            return handlers.decide_dataset(state, upload, verdict, canonical, stamp)
+
+        # a rejection lives on the upload (another aggregate): its id makes it idempotent
+        try:
+            appended = await write_aggregate(
+                self.bus, aggregate, decide, attempts=MAX_PUBLISH_ATTEMPTS
+            )
+        except ConcurrencyConflict as err:
+            raise RuntimeError(f"could not number {_name(upload)!r} after many conflicts") from err
+        if not appended.events:
+            return None
+        version = getattr(appended.events[-1], "version", None)
+        return version if isinstance(version, int) else "rejected"
 
     async def _discard_blob(self, upload: Upload) -> None:
         """Delete a refused upload's bytes unless a version or a pending upload still uses them."""
@@ -250,7 +260,7 @@ class UploadValidator:
             stamp = Stamp(now=self.clock(), actor=handlers.ACTOR, correlation_id=upload_id)
             event = handlers.bundled_upload(bundled.name, ref, bundled.description, stamp)
             try:
-                await self.bus.publish(event, expected_last_subject_seq=0)
+                await append_guarded(self.bus, event.aggregate_subjects, [event], 0)
             except ConcurrencyConflict:
                 continue  # another instance published it first
             published.append(bundled.name)

@@ -46,6 +46,7 @@ from cvops.core import (
     ProjectionRunner,
     Settings,
     ShuttingDown,
+    append_guarded,
     leases,
 )
 from cvops.core.logging import get_logger
@@ -203,19 +204,21 @@ class Trainer:
         expected = view.last_seq
         last = 0
         for e in events:
+            own = e.context == "training"
             try:
-                if e.context == "training":
-                    ack = await self.bus.publish(e, expected_last_subject_seq=expected)
-                    expected = ack.seq
-                else:
-                    # trial.requested / model upload: the first of its aggregate, or already out
-                    ack = await self.bus.publish(e, expected_last_subject_seq=0)
+                # the job's own after its previous one; trial.requested / model upload: the
+                # first of its aggregate, or already out
+                appended = await append_guarded(
+                    self.bus, e.aggregate_subjects, [e], expected if own else 0
+                )
             except ConcurrencyConflict:
-                if e.context == "training":
+                if own:
                     log.info("job_moved_on", job_id=view.job_id, event_type=e.tag())
                     break
                 continue
-            last = max(last, ack.seq)
+            if own:
+                expected = appended.aggregate_seq
+            last = max(last, appended.seq)
         await self.runner.reached(max(last, await self.bus.last_seq()), self.stopping)
 
     # -- trials --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from cvops.contracts.api import (
     UpdateUser,
     UserView,
 )
-from cvops.core import ConcurrencyConflict, get_logger
+from cvops.core import ConcurrencyConflict, append_guarded, get_logger
 from cvops.gateway.auth import Passwords, Principal, new_password, new_token
 from cvops.gateway.checks import check_name
 from cvops.gateway.core import Gateway
@@ -212,11 +212,13 @@ async def bootstrap_admin(identity: IdentityService) -> Path | None:
         stamp=stamp,
     )
     try:
-        seq = await gateway.append(events, expected=0)
+        appended = await append_guarded(
+            gateway.bus, user_subjects(rules.BOOTSTRAP_ADMIN), events, 0
+        )
     except ConcurrencyConflict:
         log.info("bootstrap_done_elsewhere")
         return None
-    await gateway.settle(seq)
+    await gateway.settle(appended.seq)
     settings = gateway.settings
     text = (
         f"username={rules.BOOTSTRAP_ADMIN}\n"
