@@ -6,4 +6,4 @@ import os
 # (measured in libs/vision/README.md); tests run beside NATS and service processes.
 os.environ.setdefault("CVOPS_TORCH_THREADS", "1")
 
-pytest_plugins = ["cvops.core.testing"]
+pytest_plugins = ["cvops.testing.core"]

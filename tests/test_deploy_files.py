@@ -153,6 +153,18 @@ def test_each_service_image_runs_its_module(compose: dict[str, Any], spec: Servi
         assert f"./{d}" in installs.split(), f"{spec.name}: Dockerfile does not install {d}"
 
 
+def test_no_image_ships_the_test_support() -> None:
+    """``libs/testing`` (cvops-testing) is installed for development only: no service needs
+    it at runtime and no Dockerfile copies or installs it."""
+    members = _members()
+    assert members["cvops-testing"][0] == Path("libs/testing")
+    for spec in SERVICES:
+        if not spec.planned:
+            assert "cvops-testing" not in _closure(f"cvops-{spec.name}", members), spec.name
+    for dockerfile in sorted((DEPLOY / "docker").glob("*.Dockerfile")):
+        assert "libs/testing" not in dockerfile.read_text(), dockerfile.name
+
+
 @pytest.mark.parametrize("spec", PLANNED)
 def test_a_planned_services_image_is_declared_but_cannot_be_built_yet(
     compose: dict[str, Any], spec: Service

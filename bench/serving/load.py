@@ -35,8 +35,8 @@ import uvloop
 
 from cvops.core import Bus, load_settings
 from cvops.core.natsd import start_nats, stop_process
-from cvops.inference_router import testing as t
 from cvops.inference_router.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
+from cvops.testing import router as t
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cvops.client.cli import CliState, cli
-from cvops.client.testing import FakeGateway
+from cvops.testing.client import FakeGateway
 
 
 @pytest.fixture

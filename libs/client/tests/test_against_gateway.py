@@ -27,7 +27,7 @@ from cvops.client.cli import cli
 from cvops.contracts.api import TokenView, UserView
 from cvops.core import Settings, dump_rows, load_settings, sqlite_engine
 from cvops.core.natsd import start_nats, stop_process
-from cvops.core.testing import start_service
+from cvops.testing.core import start_service
 
 pytestmark = pytest.mark.slow
 

@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cvops.client.cli import cli
-from cvops.client.testing import ADMIN_PASSWORD, FakeGateway, sse
 from cvops.contracts.api import ModelVersionView, ModelView, UploadResult, UserView
+from cvops.testing.client import ADMIN_PASSWORD, FakeGateway, sse
 
 Invoke = Callable[..., Result]
 

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 
 from cvops.client import Client, CvopsError, GatewayUnreachable, parse_sse
-from cvops.client.testing import ADMIN_PASSWORD, FakeGateway, sse
 from cvops.contracts.api import UserView
+from cvops.testing.client import ADMIN_PASSWORD, FakeGateway, sse
 
 
 @pytest.fixture

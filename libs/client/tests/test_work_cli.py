@@ -13,7 +13,6 @@ from click.testing import Result
 from rich.console import Console
 
 from cvops.client import Client, CvopsError, parse_sse, progress
-from cvops.client.testing import ADMIN_PASSWORD, FakeGateway
 from cvops.contracts.api import (
     BenchmarkView,
     ConversionView,
@@ -22,6 +21,7 @@ from cvops.contracts.api import (
     JobCreated,
     JobView,
 )
+from cvops.testing.client import ADMIN_PASSWORD, FakeGateway
 
 Invoke = Callable[..., Result]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cvops.benchmarker.testing import Converted, convert_in_process
-from cvops.converter.testing import TrainedModel, digits_arrays, trained_digits_model
 from cvops.core import Settings, load_settings
-from cvops.core.testing import NatsServer
+from cvops.testing.benchmarker import Converted, convert_in_process
+from cvops.testing.converter import TrainedModel, digits_arrays, trained_digits_model
+from cvops.testing.core import NatsServer
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from cvops.benchmarker.testing import Converted, log_tail, publish_conversion, stop_service
 from cvops.contracts.conversion import (
     BenchmarkCompleted,
     BenchmarkFailed,
@@ -22,7 +21,9 @@ from cvops.contracts.conversion import (
     BenchmarkRowMeasured,
     BenchmarkStarted,
 )
-from cvops.converter.testing import (
+from cvops.core import Bus, Settings
+from cvops.testing.benchmarker import Converted, log_tail, publish_conversion, stop_service
+from cvops.testing.converter import (
     TEST_ENV,
     TrainedModel,
     publish_dataset,
@@ -30,8 +31,7 @@ from cvops.converter.testing import (
     stamp,
     watch_job,
 )
-from cvops.core import Bus, Settings
-from cvops.core.testing import start_service
+from cvops.testing.core import start_service
 
 # torch-compiled is left out: inductor compiles each shape cold for most of a minute here
 CPU_ENGINES = ["torch-eager", "onnxruntime-cpu", "openvino-cpu"]

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cvops.converter.testing import TEST_ENV, TrainedModel, digits_arrays, trained_digits_model
 from cvops.core import Settings, load_settings
-from cvops.core.testing import NatsServer, start_service
+from cvops.testing.converter import TEST_ENV, TrainedModel, digits_arrays, trained_digits_model
+from cvops.testing.core import NatsServer, start_service
 
 
 @pytest.fixture(scope="session")

@@ -21,14 +21,14 @@ from cvops.contracts.conversion import (
     ConversionStarted,
     TargetUnavailable,
 )
-from cvops.converter.testing import (
+from cvops.core import ArtifactStore, Bus
+from cvops.testing.converter import (
     TrainedModel,
     publish_dataset,
     publish_model_version,
     stamp,
     watch_job,
 )
-from cvops.core import ArtifactStore, Bus
 
 pytestmark = pytest.mark.usefixtures("converter")
 

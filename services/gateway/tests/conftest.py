@@ -41,7 +41,7 @@ from cvops.contracts.registry import (
 from cvops.contracts.training import TrainingRequested
 from cvops.core import ArtifactStore, Bus, Settings, load_settings
 from cvops.gateway.auth import new_token
-from cvops.gateway.testing import FAST_HASHER, PASSWORD, Platform, RunningGateway
+from cvops.testing.gateway import FAST_HASHER, PASSWORD, Platform, RunningGateway
 
 
 def gateway_settings(nats_url: str, home: Path, **overrides: object) -> Settings:

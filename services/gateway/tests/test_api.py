@@ -21,7 +21,7 @@ from cvops.contracts.identity import RoleChanged
 from cvops.core import STREAM, ArtifactStore, Bus, dump_rows, rebuild_projection, sqlite_engine
 from cvops.gateway import projection as views
 from cvops.gateway.identity.service import user_subjects
-from cvops.gateway.testing import (
+from cvops.testing.gateway import (
     PASSWORD,
     Platform,
     observed_statuses,

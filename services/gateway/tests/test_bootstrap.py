@@ -13,7 +13,7 @@ import pytest
 from cvops.core import load_settings
 from cvops.core.natsd import start_nats, stop_process
 from cvops.gateway.identity.service import CREDENTIALS_FILE
-from cvops.gateway.testing import RunningGateway
+from cvops.testing.gateway import RunningGateway
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cvops.gateway.openapi import is_viewer_page
-from cvops.gateway.testing import Platform, undeclared_statuses
+from cvops.testing.gateway import Platform, undeclared_statuses
 
 ERROR_BODY = "#/components/schemas/ErrorBody"
 REFUSAL_STATUSES = {400, 401, 403, 404, 409, 413, 422, 429}

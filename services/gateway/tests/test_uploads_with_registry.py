@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 
 from cvops.core import ArtifactStore, Bus
-from cvops.core.testing import start_service
-from cvops.gateway.testing import Platform, observed_statuses, undeclared_statuses
+from cvops.testing.core import start_service
+from cvops.testing.gateway import Platform, observed_statuses, undeclared_statuses
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("cvops.registry") is None, reason="cvops-registry is not installed"

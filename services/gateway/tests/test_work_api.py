@@ -52,7 +52,7 @@ from cvops.contracts.training import (
 )
 from cvops.core import Bus, dump_rows, rebuild_projection, sqlite_engine
 from cvops.gateway import projection as views
-from cvops.gateway.testing import (
+from cvops.testing.gateway import (
     PASSWORD,
     Platform,
     observed_statuses,

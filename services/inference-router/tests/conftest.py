@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from cvops.core import Settings, load_settings
-from cvops.core.testing import NatsServer
-from cvops.inference_router.testing import RouterProcess, build_cnn_onnx, router_settings
+from cvops.testing.core import NatsServer
+from cvops.testing.router import RouterProcess, build_cnn_onnx, router_settings
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import Bus, ProjectionRunner, Settings, dump_rows, sqlite_engine
 from cvops.inference_router import projection as router_projection
 from cvops.inference_router.projection import SUBJECTS, RouterProjection, db_path
-from cvops.inference_router.testing import ensure_user, issue_token, request_deployment, stamp
+from cvops.testing.router import ensure_user, issue_token, request_deployment, stamp
 
 SERVICE = "inference-router"
 

@@ -20,8 +20,8 @@ from tritonclient.utils import InferenceServerException
 
 from cvops.contracts.deployment import DeploymentDegraded, DeploymentReady
 from cvops.core import Bus, Settings, local
-from cvops.inference_router import testing as t
-from cvops.inference_router.testing import Outcomes, binary_request, hammer, run, wait_event
+from cvops.testing import router as t
+from cvops.testing.router import Outcomes, binary_request, hammer, run, wait_event
 
 REQUEST_TIMEOUT_S = 10.0
 

@@ -21,9 +21,9 @@ from tritonclient.utils import InferenceServerException
 
 from cvops.contracts.deployment import DeploymentFailed, DeploymentReady, DeploymentRetired
 from cvops.core import Bus, Settings
-from cvops.inference_router import testing as t
 from cvops.inference_router.repository import parse_config
-from cvops.inference_router.testing import Outcomes, binary_request, hammer, run, wait_event
+from cvops.testing import router as t
+from cvops.testing.router import Outcomes, binary_request, hammer, run, wait_event
 
 CLASSES = [f"class-{i}" for i in range(10)]
 HYPER = {"classes": CLASSES, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cvops.registry import testing as samples
 from cvops.registry.inspect_dataset import DatasetLimits, inspect_dataset, split_indices
 from cvops.registry.safety import Refused
+from cvops.testing import registry as samples
 
 LIMITS = DatasetLimits(max_expanded_bytes=1 << 30, max_image_pixels=1000 * 1000)
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from cvops.registry import testing as samples
 from cvops.registry.inspect_model import ModelHints, inspect_model
 from cvops.registry.safety import Refused, looks_like_pickle, pickle_globals
+from cvops.testing import registry as samples
 
 
 def _inspect(tmp_path: Path, data: bytes, **hints: object) -> object:

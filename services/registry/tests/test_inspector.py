@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from cvops.registry import testing as samples
 from cvops.registry.inspect_model import ModelHints, inspect_model
 from cvops.registry.inspector import InspectorProcess
 from cvops.registry.safety import Refused
+from cvops.testing import registry as samples
 
 
 @pytest.fixture

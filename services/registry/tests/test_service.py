@@ -34,10 +34,10 @@ from cvops.core import (
     dump_rows,
     rebuild_projection,
 )
-from cvops.core.testing import start_service
 from cvops.registry import projection as view
-from cvops.registry import testing as samples
 from cvops.registry.projection import SUBJECTS, db_path, projection
+from cvops.testing import registry as samples
+from cvops.testing.core import start_service
 
 VERDICTS = (ModelVersionAdded, ModelRejected, DatasetValidated, DatasetRejected)
 pytestmark = pytest.mark.slow

@@ -20,10 +20,10 @@ from cvops.contracts.registry import (
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings
 from cvops.registry import handlers
 from cvops.registry import projection as view
-from cvops.registry import testing as samples
 from cvops.registry.inspect_model import ModelHints, inspect_model
 from cvops.registry.projection import SUBJECTS, NameState, projection
 from cvops.registry.work import UploadValidator
+from cvops.testing import registry as samples
 
 
 class Instance:

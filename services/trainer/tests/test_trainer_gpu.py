@@ -20,8 +20,8 @@ from cvops.contracts.training import (
     TrialStarted,
 )
 from cvops.core import Bus, Settings, leases
-from cvops.core.testing import start_service
-from cvops.trainer.testing import TEST_ENV, publish_dataset, tiny_request, watch_job
+from cvops.testing.core import start_service
+from cvops.testing.trainer import TEST_ENV, publish_dataset, tiny_request, watch_job
 
 pytestmark = [
     pytest.mark.gpu,

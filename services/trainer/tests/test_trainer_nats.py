@@ -30,9 +30,9 @@ from cvops.contracts.training import (
     TrialStarted,
 )
 from cvops.core import ArtifactStore, Bus, Settings, load_settings
-from cvops.core.testing import start_service
+from cvops.testing.core import start_service
+from cvops.testing.trainer import TEST_ENV, publish_dataset, stamp, tiny_request, watch_job
 from cvops.trainer import app
-from cvops.trainer.testing import TEST_ENV, publish_dataset, stamp, tiny_request, watch_job
 
 
 @pytest.fixture

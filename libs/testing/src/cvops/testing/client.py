@@ -18,7 +18,6 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from cvops.client import fake_services
 from cvops.contracts.api import (
     BenchmarkView,
     ConversionView,
@@ -43,6 +42,7 @@ from cvops.contracts.api import (
 from cvops.contracts.common import ArtifactRef, TensorSpec
 from cvops.contracts.registry import ImageStats, SplitCounts
 from cvops.contracts.training import ARCHITECTURES
+from cvops.testing import client_fakes as fake_services
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 ADMIN_PASSWORD = "admin-pass-123"
@@ -455,7 +455,7 @@ class FakeGateway:
             self._add_version(name, "admin", {}, f"{name}.onnx", 1000)
 
     # -- jobs, deployments, conversions, benchmarks --------------------------------------
-    # The services' answers are scripted (cvops.client.fake_services): the feed of a request is
+    # The services' answers are scripted (cvops.testing.client_fakes): the feed of a request is
     # its whole story at once, and the read shows where that story ends.
 
     def _writer(self, user: str) -> httpx.Response | None:

@@ -32,7 +32,7 @@ from cvops.contracts.deployment import Canary, DeploymentRequested, DeploymentRe
 from cvops.contracts.identity import TokenIssued, UserCreated
 from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import STREAM, ArtifactStore, Bus, Settings
-from cvops.core.testing import start_service
+from cvops.testing.core import start_service
 
 
 def build_cnn_onnx(

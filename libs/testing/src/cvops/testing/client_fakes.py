@@ -1,5 +1,5 @@
 """What the trainer, router, converter and benchmarker would answer, scripted for
-:class:`cvops.client.testing.FakeGateway`.
+:class:`cvops.testing.client.FakeGateway`.
 
 Each function turns a request body into a *story*: the event feed of the request (SSE text
 of real contract events, as the gateway serves them) and the read model at its end. Numbers

@@ -1,0 +1,6 @@
+"""Test support for the cvops workspace: development only, never installed in an image.
+
+One submodule per origin: ``core`` (the pytest plugin the root conftest loads),
+``client`` and ``client_fakes`` (the CLI's fake gateway), ``gateway``, ``registry``,
+``router``, ``trainer``, ``converter``, ``benchmarker``.
+"""
