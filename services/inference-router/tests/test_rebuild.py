@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 from cvops.client import rebuild
 from cvops.client.cli import cli
 from cvops.contracts import ArtifactRef, Lineage, TensorSpec
+from cvops.contracts.conversion import ConversionFailed
 from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import Bus, ProjectionRunner, Settings, dump_rows, sqlite_engine
 from cvops.inference_router import projection as router_projection
@@ -67,6 +68,16 @@ async def _publish_and_follow(settings: Settings, tag: str) -> None:
             runner.stop()
             await task
             runner.engine.dispose()
+        # an event the router does not fold, last in the log
+        await bus.publish(
+            ConversionFailed(
+                **stamp("converter").envelope(f"failed/{tag}"),
+                job_id=f"conv-{tag}",
+                model_name=f"m-{tag}",
+                version=1,
+                reason="not the router's",
+            )
+        )
     finally:
         await bus.close()
 
@@ -80,6 +91,7 @@ def test_rebuild_replays_the_log_into_the_routers_projection(
     engine = sqlite_engine(db)
     live = dump_rows(engine, router_projection.metadata)
     engine.dispose()
+    live_checkpoint = ProjectionRunner(None, RouterProjection(), db).checkpoint()
 
     result = _rebuild(settings, monkeypatch)
 
@@ -88,6 +100,8 @@ def test_rebuild_replays_the_log_into_the_routers_projection(
     engine = sqlite_engine(db)
     assert dump_rows(engine, router_projection.metadata) == live
     runner = ProjectionRunner(None, RouterProjection(), db)
+    # replayed through the router's own filter: it stops where the live projection did
+    assert runner.checkpoint() == live_checkpoint
     with runner.session() as s:
         user = router_projection.user(s, f"ann-{tag}")
         assert user is not None and user.role == "engineer"

@@ -112,19 +112,25 @@ def rebuild_service(
     if isinstance(projection, type):
         projection = projection()
     db_path = Path(module.db_path(settings))
-    applied = asyncio.run(_replay(settings, projection, db_path, connect_timeout))
+    # the service's own subject filter, so the checkpoint lands where the live one does
+    subjects = getattr(module, "SUBJECTS", None)
+    applied = asyncio.run(_replay(settings, projection, db_path, subjects, connect_timeout))
     return applied, db_path
 
 
 async def _replay(
-    settings: Settings, projection: Projection, db_path: Path, connect_timeout: float
+    settings: Settings,
+    projection: Projection,
+    db_path: Path,
+    subjects: list[str] | None,
+    connect_timeout: float,
 ) -> int:
     await _probe_nats(settings.effective_nats_url, connect_timeout)
     bus = await asyncio.wait_for(
         Bus.connect(settings, name="cvops-projections-rebuild"), connect_timeout
     )
     try:
-        return await rebuild_projection(bus, projection, db_path)
+        return await rebuild_projection(bus, projection, db_path, subjects)
     finally:
         await bus.close()
 

@@ -306,13 +306,16 @@ def open_projection_file(db_path: Path, projection: Projection) -> Engine:
     return engine
 
 
-async def rebuild_projection(bus: Bus, projection: Projection, db_path: Path | str) -> int:
-    """Replay the whole log into a fresh file, then swap it in. Returns events applied."""
+async def rebuild_projection(
+    bus: Bus, projection: Projection, db_path: Path | str, subjects: list[str] | None = None
+) -> int:
+    """Replay the log (``subjects``: the service's filter; None: every event) into a fresh
+    file, then swap it in. Returns events applied."""
     db_path = Path(db_path)
     tmp = db_path.with_suffix(db_path.suffix + ".rebuild")
     for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         p.unlink(missing_ok=True)
-    runner = ProjectionRunner(bus, projection, tmp)
+    runner = ProjectionRunner(bus, projection, tmp, subjects=subjects)
     task = asyncio.create_task(runner.run())
     try:
         ok = await runner.catch_up(timeout=3600)

@@ -9,7 +9,7 @@ from cvops.contracts import SUBJECT_PREFIX
 from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer
 from cvops.core.bus import Handler
 from cvops.core.logging import get_logger
-from cvops.trainer.projection import db_path, projection
+from cvops.trainer.projection import SUBJECTS, db_path, projection
 from cvops.trainer.work import Trainer
 
 log = get_logger(__name__)
@@ -18,11 +18,6 @@ JOBS_DURABLE = "trainer-jobs"
 TRIALS_DURABLE = "trainer-trials"
 # the ONNX exporter's optimisers log every pass at INFO: one line per trial is plenty
 QUIET_LOGGERS = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export")
-PROJECTED = [
-    f"{SUBJECT_PREFIX}.training.>",
-    f"{SUBJECT_PREFIX}.trial.>",
-    f"{SUBJECT_PREFIX}.registry.>",
-]
 
 
 def trial_slots(settings: Settings) -> int:
@@ -39,7 +34,7 @@ async def main(bus: Bus, settings: Settings, stop: asyncio.Event) -> None:
     instance (a trial resumes from its last epoch checkpoint when it lands here again)."""
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    runner = ProjectionRunner(bus, projection, db_path(settings), subjects=PROJECTED)
+    runner = ProjectionRunner(bus, projection, db_path(settings), subjects=SUBJECTS)
     trainer = Trainer(bus, settings, runner)
     ack_wait = settings.trainer_ack_wait_s
 

@@ -13,7 +13,7 @@ from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, se
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from cvops.contracts import Event
+from cvops.contracts import SUBJECT_PREFIX, Event
 from cvops.contracts.registry import DatasetRejected, DatasetValidated
 from cvops.contracts.training import GenerationStarted, TrialProgressed
 from cvops.core import Settings, catalog
@@ -23,6 +23,11 @@ from cvops.domain.training import JobState, TrialState, evolve
 from cvops.trainer.search import PeerProgress
 
 metadata = MetaData()
+SUBJECTS = [  # what the trainer folds (the rebuild command replays the same)
+    f"{SUBJECT_PREFIX}.training.>",
+    f"{SUBJECT_PREFIX}.trial.>",
+    f"{SUBJECT_PREFIX}.registry.>",
+]
 
 jobs = Table(
     "jobs",
