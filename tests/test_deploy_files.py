@@ -11,6 +11,7 @@ cluster example is checked by running it: three real nats-servers on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import socket
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import nats.errors
+import nats.js.errors
 import pytest
 import yaml
 
@@ -309,6 +311,18 @@ def _event() -> UserCreated:
 
 
 @pytest.mark.slow
+async def _publish_until_acked(bus: Bus, event: UserCreated, attempts: int = 10) -> Any:
+    """Publish, retrying while the stream has no leader (just created, or its node lost) or
+    an ack was lost with its server: a re-publish of the same event is deduplicated."""
+    for attempt in range(attempts):
+        try:
+            return await bus.publish(event)
+        except (nats.errors.TimeoutError, TimeoutError, nats.js.errors.NoStreamResponseError):
+            assert attempt < attempts - 1
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
     tmp_path: Path,
 ) -> None:
@@ -343,7 +357,7 @@ async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
             info = await bus.js.stream_info(STREAM)
             assert info.config.num_replicas == 3
             assert info.cluster is not None and len(info.cluster.replicas or []) == 2
-            first = await bus.publish(_event())
+            first = await _publish_until_acked(bus, _event())  # a new R3 stream elects first
             # lose the node this client talks to (or another, if that one leads the stream)
             url = bus.nc.connected_url
             victim = clients.index(url.port) if url and url.port in clients else 0
@@ -351,13 +365,7 @@ async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
                 victim = (victim + 1) % 3
             procs[victim].terminate()
             procs[victim].wait(10)
-            second = _event()
-            for attempt in range(5):
-                try:  # an ack lost with its server times out; re-publishing is deduplicated
-                    ack = await bus.publish(second)
-                    break
-                except (nats.errors.TimeoutError, TimeoutError):
-                    assert attempt < 4
+            ack = await _publish_until_acked(bus, _event())
             assert ack.seq == first.seq + 1
             assert await bus.last_seq() == first.seq + 1
         finally:
