@@ -65,6 +65,10 @@ bench-engines-cpu *args:
 bench-engines-gpu *args:
     {{python}} bench/engines_gpu.py {{args}}
 
+# sweep time: the default engine sweep of a small model (early stop) vs a 5 s-per-cell long run
+bench-sweep-time *args:
+    {{python}} bench/sweep_time.py {{args}}
+
 # gateway load benchmark against a running `up` (100 users, mixed reads/login/upload) vs bare Litestar
 bench-gateway *args:
     {{python}} bench/gateway_load.py {{args}}

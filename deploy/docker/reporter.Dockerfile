@@ -1,4 +1,5 @@
-# cvops reporter: one report per model: training, conversion and benchmark results, charts.
+# cvops reporter: one report per model version (data set, GA search, conversions, benchmarks,
+# deployment) with Altair charts rendered by vl-convert (no browser), rebuilt as results arrive.
 # Build from the repository root:
 #   docker build -f deploy/docker/reporter.Dockerfile -t cvops/reporter .
 FROM python:3.11-slim

@@ -248,6 +248,30 @@ def test_deploy_failure_and_bad_references(cvops: Invoke, gateway: FakeGateway) 
     )
     assert cvops("deploy", "net").exit_code == 2  # no version: a usage error
     assert cvops("deploy", "net:1", "--engine", "magic").exit_code == 2
+    assert cvops("deploy", "net:1", "--precision", "fp8").exit_code == 2
+    both = cvops("deploy", "net:1", "--from-benchmark", "b1", "--recommended")
+    assert both.exit_code == 2 and "not both" in both.output
+
+
+def test_deploy_an_engine_at_a_precision_or_a_benchmarks_pick(
+    cvops: Invoke, gateway: FakeGateway
+) -> None:
+    result = cvops("deploy", "net:1", "--engine", "openvino-cpu", "--precision", "int8")
+    assert result.exit_code == 0, result.output
+    body = _sent(gateway, "POST", "/deployments")
+    assert (body["engine"], body["precision"]) == ("openvino-cpu", "int8")
+    assert "openvino-cpu int8" in result.stdout
+    picked = cvops("deploy", "net:1", "--name", "picked", "--from-benchmark", "bench-1")
+    assert picked.exit_code == 0, picked.output
+    assert _last_sent(gateway, "/deployments")["from_benchmark"] == "bench-1"
+    assert "bench-1" in picked.stdout
+    assert cvops("deploy", "net:1", "--name", "rec", "--recommended").exit_code == 0
+    assert _last_sent(gateway, "/deployments")["recommended"] is True
+
+
+def _last_sent(gateway: FakeGateway, path: str) -> dict[str, object]:
+    request = [r for r in gateway.requests if r.method == "POST" and r.url.path == path][-1]
+    return msgspec.json.decode(request.content)  # type: ignore[no-any-return]
 
 
 def test_convert_reports_each_target_then_the_parity_table(

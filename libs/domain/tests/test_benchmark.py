@@ -115,6 +115,8 @@ def test_events_of_an_unknown_job_fold_to_nothing() -> None:
         ({"p95_ms": 0}, "p95_ms must be positive"),
         ({"max_accuracy_drop": -0.5}, "max_accuracy_drop must be at least 0"),
         ({"time_cap_s": 0}, "time_cap_s must be positive"),
+        ({"ci_target": 0}, "ci_target must be a fraction"),
+        ({"ci_target": 1.5}, "ci_target must be a fraction"),
         ({"min_requests": 0}, "min_requests must be at least 1"),
         ({"validation_images": 0}, "validation_images must be at least 1"),
         ({"conversion_job": "conv-x"}, "unknown conversion job"),

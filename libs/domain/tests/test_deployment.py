@@ -5,10 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
-from cvops.contracts import Event, Stamp
-from cvops.contracts.api import CreateDeployment
+from cvops.contracts import ArtifactRef, Event, Stamp
+from cvops.contracts.api import CreateDeployment, EngineArtifactView
+from cvops.contracts.conversion import (
+    BatcherAdvice,
+    BenchmarkCompleted,
+    BenchmarkRequested,
+    BenchmarkRow,
+    GateResult,
+    ParityNumbers,
+)
 from cvops.contracts.deployment import (
     Canary,
     DeploymentDegraded,
@@ -17,8 +26,10 @@ from cvops.contracts.deployment import (
     DeploymentRequested,
     DeploymentRetired,
     DeploymentRetireRequested,
+    ServedArtifact,
 )
 from cvops.domain import deployment as rules
+from cvops.domain.benchmark import BenchmarkState
 from cvops.domain.errors import Conflict, Forbidden, Invalid, NotFound
 from cvops.domain.identity import UserState
 
@@ -215,3 +226,194 @@ def test_retirement() -> None:
     for phase in (None, "retired", "failed"):
         with pytest.raises(NotFound, match="is served"):
             rules.check_retirement(phase, "d")
+
+
+# -- serving artifacts -------------------------------------------------------------------------
+
+
+def ref(sha: str) -> ArtifactRef:
+    return ArtifactRef(sha256=sha * 64, size=1)
+
+
+PARITY = ParityNumbers(
+    n_images=100, max_abs_error=0.02, mean_abs_error=0.01, max_rel_error=0.1, top1_agreement=0.97
+)
+
+
+def produced(target: str, sha: str, i: int = 0, job: str = "j1", fmt: str = "onnx") -> Any:
+    precision = {"int8": "int8", "openvino-int8": "int8", "fp16": "fp16"}.get(target, "fp32")
+    return EngineArtifactView(
+        job_id=job,
+        target=target,
+        format=fmt,
+        precision=precision,
+        artifact=ref(sha),
+        parity=PARITY,
+        gate=GateResult(
+            passed=True, reason="", basis="accuracy", drop_points=0, max_accuracy_drop=1
+        ),
+        dataset="d",
+        dataset_version=1,
+        input_shape=[-1, 3, 8, 8],
+        probe=ref("p"),
+        created_at=T0 + timedelta(seconds=i),
+    )
+
+
+def choose(engine: str, precision: str, made: list[Any], **kw: Any) -> ServedArtifact:
+    return rules.choose_artifact(
+        "m", 1, engine, precision, source_format="onnx", source=ref("s"), produced=made, **kw
+    )
+
+
+def test_an_engine_at_a_precision_serves_the_newest_artifact_of_its_target() -> None:
+    made = [produced("int8", "a", 0), produced("onnx", "b", 1), produced("int8", "c", 2, "j2")]
+    int8 = choose("onnxruntime-cpu", "int8", made)
+    assert (int8.target, int8.artifact.sha256[0], int8.conversion_job) == ("int8", "c", "j2")
+    assert int8.parity == PARITY and int8.probe == ref("p")
+    # of one conversion job, or made before a benchmark started
+    assert choose("onnxruntime-cpu", "int8", made, conversion_job="j1").artifact == ref("a")
+    assert choose("onnxruntime-cpu", "int8", made, made_by=T0).artifact == ref("a")
+    assert choose("onnxruntime-cpu", "fp32", made).target == "onnx"
+    # FP32 ONNX Runtime of an ONNX version without a conversion: the version's own file
+    source = choose("onnxruntime-cpu", "fp32", [])
+    assert (source.target, source.artifact, source.probe) == (rules.SOURCE, ref("s"), None)
+    ir = produced("openvino", "o", fmt="openvino-ir")
+    assert choose("openvino-cpu", "fp32", [ir, *made]).format == "openvino-ir"
+
+
+@pytest.mark.parametrize(
+    ("engine", "precision", "why"),
+    [
+        ("onnxruntime-cpu", "int8", "no produced int8 artifact.*cvops convert m:1 --targets int8"),
+        ("tensorrt", "fp16", "on a host with TensorRT"),
+        ("tensorrt", "fp32", "tensorrt serves fp16, int8, not fp32"),
+        ("openvino-cpu", "fp16", "serves fp32, int8"),
+        ("magic", "fp32", "unknown engine"),
+        ("onnxruntime-cpu", "fp8", "unknown precision"),
+    ],
+)
+def test_what_has_no_artifact_is_refused_naming_what_is_missing(
+    engine: str, precision: str, why: str
+) -> None:
+    with pytest.raises(Invalid, match=why):
+        choose(engine, precision, [])
+
+
+def bench(status: str = "completed", pick: BenchmarkRow | None = None) -> BenchmarkState:
+    req = BenchmarkRequested(
+        **stamp(5).envelope("b"), job_id="b1", model_name="m", version=1, conversion_job="j1"
+    )
+    state = BenchmarkState(job_id="b1", request=req, status=status)  # type: ignore[arg-type]
+    if status == "completed":
+        state.result = BenchmarkCompleted(
+            **stamp(9).envelope("end"),
+            job_id="b1",
+            model_name="m",
+            version=1,
+            met_sla=pick is not None,
+            reason="fastest within the SLA",
+            pick=pick,
+            batcher=BatcherAdvice(
+                preferred_batch_sizes=[4, 8], max_batch_size=8, max_queue_delay_us=700, reason=""
+            ),
+        )
+    return state
+
+
+ROW = BenchmarkRow(
+    engine="onnxruntime-cpu", precision="int8", artifact="int8", device="cpu", batch_size=1,
+    concurrency=4,
+)  # fmt: skip
+
+
+def test_a_benchmarks_pick_becomes_the_deployment_settings() -> None:
+    rec = rules.recommendation(bench(pick=ROW), "b1", "m", 1)
+    assert (rec.engine, rec.precision, rec.conversion_job, rec.made_by) == (
+        "onnxruntime-cpu",
+        "int8",
+        "j1",
+        T0 + timedelta(seconds=5),
+    )
+    b = rules.with_recommendation(body(), rec)
+    assert (b.engine, b.precision, b.from_benchmark) == ("onnxruntime-cpu", "int8", "b1")
+    assert (b.max_batch_size, b.preferred_batch_sizes, b.max_queue_delay_us) == (8, [4, 8], 700)
+    (event,) = rules.request_deployment(
+        b,
+        canary=None,
+        formats={1: "onnx"},
+        stamp=stamp(),
+        served=choose("onnxruntime-cpu", "int8", [produced("int8", "a")]),
+    )
+    assert isinstance(event, DeploymentRequested)
+    assert (event.benchmark_id, event.precision, event.served.target) == ("b1", "int8", "int8")  # type: ignore[union-attr]
+    with pytest.raises(Invalid, match="engine 'openvino-cpu' was given beside"):
+        rules.with_recommendation(body(engine="openvino-cpu"), rec)
+    assert (
+        rules.with_recommendation(body(engine="onnxruntime-cpu"), rec).engine == "onnxruntime-cpu"
+    )
+
+
+def test_a_benchmark_without_a_servable_pick_is_refused() -> None:
+    with pytest.raises(NotFound, match="no benchmark"):
+        rules.recommendation(None, "b9", "m", 1)
+    with pytest.raises(Invalid, match="measured m:1, not m:2"):
+        rules.recommendation(bench(pick=ROW), "b1", "m", 2)
+    with pytest.raises(Conflict, match="is running"):
+        rules.recommendation(bench("running"), "b1", "m", 1)
+    with pytest.raises(Conflict, match="nothing within its SLA"):
+        rules.recommendation(bench(pick=None), "b1", "m", 1)
+    torch = msgspec.structs.replace(ROW, engine="torch-compiled")
+    with pytest.raises(Invalid, match="Triton does not serve"):
+        rules.recommendation(bench(pick=torch), "b1", "m", 1)
+
+
+def test_recommended_is_the_newest_completed_benchmark_of_the_version() -> None:
+    old, new, other = bench(pick=ROW), bench(pick=ROW), bench(pick=ROW)
+    new.job_id, new.finished_at = "b2", T0 + timedelta(hours=1)
+    old.finished_at = T0
+    other.job_id = "b3"
+    other.request = msgspec.structs.replace(other.request, version=2)
+    other.finished_at = T0 + timedelta(hours=2)
+    assert rules.newest_completed([old, new, other, bench("failed")], "m", 1) == "b2"
+    with pytest.raises(NotFound, match="no completed benchmark"):
+        rules.newest_completed([bench("running")], "m", 1)
+
+
+def test_a_canary_of_another_engine_of_the_same_version() -> None:
+    canary = rules.parse_canary("m:1@int8=10%", "m")
+    assert (canary.model_version, canary.engine, canary.precision) == (1, None, "int8")
+    assert rules.parse_canary("m:1@openvino-cpu/int8=5", "m").engine == "openvino-cpu"
+    request = requested(1, canary=canary)
+    primary, arm = rules.arms(request)
+    assert (primary.slot, arm.slot, arm.precision) == (1, rules.CANARY_SLOT + 1, "int8")
+    rules.check_request(request, {1: "onnx"})
+    other = rules.arms(requested(1, canary=Canary(model_version=2, weight_percent=5)))
+    assert [a.slot for a in other] == [1, 2]
+    with pytest.raises(Invalid, match="must differ"):
+        rules.check_request(
+            requested(1, canary=rules.parse_canary("m:1@fp32=5%", "m")), {1: "onnx"}
+        )
+
+
+def test_the_serving_check_allows_the_records_error_and_no_more() -> None:
+    served = choose("onnxruntime-cpu", "int8", [produced("int8", "a")])
+    ok = rules.serving_check(16, 1.0, 0.025, served)
+    assert ok.passed and "matches its record" in ok.reason
+    assert (ok.recorded_max_abs_error, ok.recorded_top1_agreement) == (0.02, 0.97)
+    assert not rules.serving_check(16, 1.0, 0.05, served).passed  # > 1.5 x 0.02 + 0.001
+    low = rules.serving_check(16, 0.75, 0.01, served)  # < 0.97 - 0.1 - 1/16
+    assert not low.passed and "top-1 agreement 0.750" in low.reason
+
+
+def test_ready_carries_the_checks_and_the_view_of_the_state_keeps_them() -> None:
+    check = rules.serving_check(
+        16, 1.0, 0.0, choose("onnxruntime-cpu", "int8", [produced("int8", "a")])
+    )
+    event = DeploymentReady(
+        **stamp(1).envelope("ok"), deployment="d", model_name="m", version=1,
+        precision="int8", checks={"primary": check},
+    )  # fmt: skip
+    state = given(requested(1, precision="int8"), event)
+    assert state is not None and state.checks == {"primary": check}
+    assert state.serving.precision == "int8"

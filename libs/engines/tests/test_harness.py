@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 
 import msgspec
 import numpy as np
+import pytest
 
 from cvops.engines import (
     BenchTarget,
+    Engine,
     OrtCpuEngine,
     OrtCudaEngine,
     SweepConfig,
@@ -114,6 +118,88 @@ def test_resumed_sweep_skips_rows_already_measured(task):
     rows = run_sweep([target], task.val_images[:16], config=FAST, done=done)
     assert {(r.batch_size, r.concurrency) for r in rows} == {(8, 1), (8, 4)}
     assert all(r.accuracy is None for r in rows)  # no labels given
+
+
+class VirtualClock:
+    """``time.perf_counter`` for the harness: worker threads read a clock only the fake engine
+    moves, so measured latencies are exactly what the engine says; other threads read real time.
+    """
+
+    def __init__(self, real: Callable[[], float]) -> None:
+        self.real = real
+        self.local = threading.local()
+
+    def __call__(self) -> float:
+        if not threading.current_thread().name.startswith("bench-"):
+            return self.real()
+        if not hasattr(self.local, "now"):
+            self.local.now = self.real()
+        return self.local.now
+
+    def advance(self, ms: float) -> None:
+        self.local.now = self() + ms / 1000.0
+
+
+class ScriptedEngine(Engine):
+    """Each call takes the next latency of a repeating script (about 1 ms of real time)."""
+
+    name = "scripted"
+    formats = ("none",)
+
+    def __init__(self, clock: VirtualClock, script_ms: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+        self.script = script_ms
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def available(self) -> tuple[bool, str]:
+        return True, "available"
+
+    def load(self, source: object) -> None:
+        self._loaded = True
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self.lock:
+            latency = self.script[self.calls % len(self.script)]
+            self.calls += 1
+        time.sleep(0.001)
+        self.clock.advance(latency)
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+
+def _scripted_cell(monkeypatch, script_ms, **config):
+    clock = VirtualClock(time.perf_counter)
+    monkeypatch.setattr(time, "perf_counter", clock)
+    cfg = SweepConfig(batch_sizes=(1,), concurrency=(1,), warmup=0, min_requests=30, **config)
+    started = clock.real()
+    (row,) = run_sweep([BenchTarget(ScriptedEngine(clock, script_ms), None)], IMAGES, config=cfg)
+    return row, clock.real() - started
+
+
+IMAGES = np.zeros((4, 3, 8, 8), dtype=np.float32)
+
+
+def test_a_cell_with_constant_latency_stops_once_its_p95_interval_exists(monkeypatch):
+    row, wall_s = _scripted_cell(monkeypatch, [2.0], time_cap_s=5.0)
+    assert row.error is None and row.stable
+    assert row.p95_ms == pytest.approx(2.0) and row.cv == pytest.approx(0.0, abs=1e-6)
+    # a p95's two-sided 95% interval needs 72 requests; checks come every 10, polls every 20 ms
+    assert 72 <= row.requests < 72 + 60
+    assert wall_s < 2.0  # far from the 5 s cap
+
+
+def test_a_bimodal_cell_runs_to_its_cap_and_is_unstable(monkeypatch):
+    row, wall_s = _scripted_cell(monkeypatch, [1.0] * 19 + [10.0], time_cap_s=0.5)
+    assert row.error is None and not row.stable
+    assert row.requests > 150  # it kept measuring well past the 72 a settled cell needs
+    assert wall_s >= 0.5
+
+
+def test_without_early_stop_every_cell_runs_to_its_cap(monkeypatch):
+    row, wall_s = _scripted_cell(monkeypatch, [2.0], time_cap_s=0.4, early_stop=False)
+    assert row.stable  # settled, but it measured for the whole cap
+    assert wall_s >= 0.4 and row.requests > 100
 
 
 def test_host_fingerprint_names_the_machine():

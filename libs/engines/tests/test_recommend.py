@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from msgspec.structs import replace
+
 from cvops.engines import BenchmarkRow, pareto_front, recommend
 
 
@@ -125,3 +127,30 @@ def test_batcher_advice_turns_batching_off_when_it_does_not_pay():
     assert advice.preferred_batch_sizes == []
     assert advice.max_queue_delay_us == 0
     assert "does not raise" in advice.reason
+
+
+def test_under_a_p95_sla_a_settled_row_beats_an_unsettled_one():
+    rows = [replace(r, stable=r.batch_size == 8) for r in ROWS]
+    rec = recommend(rows, p95_ms=40.0, max_accuracy_drop=1.0)
+    # int8 at batch 32 (1300 img/s) did not settle; int8 at batch 8 (1100 img/s) did
+    assert (rec.pick.precision, rec.pick.batch_size, rec.pick.stable) == ("int8", 8, True)
+    assert "of 2 stable rows of the" in rec.reason
+    assert "did not settle" not in rec.reason
+
+
+def test_without_a_p95_sla_stability_does_not_move_the_pick_but_is_flagged():
+    rows = [replace(r, stable=r.batch_size == 8) for r in ROWS]
+    rec = recommend(rows)
+    assert rec.pick.throughput_ips == 1350 and not rec.pick.stable
+    assert rec.reason.endswith(
+        "its p95 did not settle within the time cap (not stable): measure it longer"
+    )
+    settled = recommend([replace(r, stable=True) for r in ROWS])
+    assert settled.pick.throughput_ips == 1350
+    assert "did not settle" not in settled.reason
+
+
+def test_with_no_settled_row_under_the_sla_the_pick_is_the_unsettled_best():
+    rec = recommend(ROWS, p95_ms=40.0, max_accuracy_drop=1.0)  # no row is stable
+    assert (rec.pick.precision, rec.pick.batch_size) == ("int8", 32)
+    assert "did not settle" in rec.reason

@@ -111,9 +111,14 @@ async def test_benchmark_measures_every_cpu_engine_and_recommends_one(
     for engine in ABSENT_ENGINES:
         assert done.unavailable[engine].startswith("unavailable: ")
     assert done.met_sla and done.pick is not None and done.pick in done.pareto
-    assert done.pick.throughput_ips == max(
-        r.throughput_ips for r in rows if (done.reference_accuracy - r.accuracy) * 100 <= 2.0
-    )
+    meeting = [
+        r
+        for r in rows
+        if (done.reference_accuracy - r.accuracy) * 100 <= 2.0 and r.p95_ms <= 2000.0
+    ]
+    # under a p95 SLA the rows whose p95 settled come first (when there are any)
+    pool = [r for r in meeting if r.stable] or meeting
+    assert done.pick.throughput_ips == max(r.throughput_ips for r in pool)
     assert done.batcher is not None and done.batcher.max_batch_size in (1, 8)
     assert done.reference_accuracy == pytest.approx(trained.hyperparameters["val_accuracy"])
     assert done.host["cpu_model"] and done.host["usable_cores"] >= 1

@@ -560,6 +560,27 @@ async def test_conversion_targets_and_a_benchmark_show_their_results(
     assert measured["recommendation"]["pick"]["engine"] == "onnxruntime-cpu"
     assert (await client.get("/benchmarks/bench-nope", headers=engineer)).status_code == 404
 
+    # serve what was benchmarked: the pick's engine, precision and artifact, by its sha256
+    deploy = {"model_name": model, "version": 1, "deployment": f"picked-{bench['job_id'][-6:]}"}
+    for extra in ({"from_benchmark": bench["job_id"]}, {"recommended": True}):
+        picked = await client.post("/deployments", json={**deploy, **extra}, headers=engineer)
+        assert picked.status_code == 202, picked.text
+        shown = picked.json()
+        assert (shown["engine"], shown["precision"], shown["benchmark_id"]) == (
+            "onnxruntime-cpu",
+            "fp32",
+            bench["job_id"],
+        )
+        assert (shown["artifact_target"], shown["artifact_sha256"]) == ("onnx", REF.sha256)
+    for extra, status, why in (
+        ({"from_benchmark": "bench-nope"}, 404, "no benchmark"),
+        ({"from_benchmark": bench["job_id"], "engine": "openvino-cpu"}, 422, "beside"),
+        ({"precision": "int8"}, 422, "--targets int8"),
+        ({"engine": "tensorrt", "precision": "fp16"}, 422, "host with TensorRT"),
+    ):
+        refused = await client.post("/deployments", json={**deploy, **extra}, headers=engineer)
+        assert refused.status_code == status and why in refused.json()["detail"], refused.text
+
 
 async def test_the_rebuilt_projection_has_the_same_jobs_deployments_and_engines(
     platform: Platform, bus: Bus, tmp_path: Path

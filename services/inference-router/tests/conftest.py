@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from cvops.core import Settings, load_settings
 from cvops.testing.core import NatsServer
-from cvops.testing.router import RouterProcess, build_cnn_onnx, router_settings
+from cvops.testing.router import RouterProcess, build_cnn_onnx, http_call, router_settings
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +58,20 @@ def router(base_settings: Settings) -> Iterator[RouterProcess]:
     finally:
         proc.stop()
     assert not proc.killed, f"the router did not stop on SIGTERM: {proc.log_tail()}"
+
+
+@pytest.fixture(scope="session")
+def wait_private_ready() -> Callable[[RouterProcess, str, str], None]:
+    """Wait until a non-public deployment is ready: its ``/ready`` needs the bearer token."""
+
+    def wait(router: RouterProcess, name: str, token: str, timeout: float = 60) -> None:
+        url = f"http://{router.http}/v2/models/{name}/ready"
+        headers = {"Authorization": f"Bearer {token}"}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if http_call("GET", url, headers=headers)[0] == 200:
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"{name} not ready in {timeout}s: {router.log_tail()}")
+
+    return wait

@@ -27,6 +27,7 @@ from cvops.contracts.deployment import (
 from cvops.contracts.identity import TokenIssued, TokenRevoked, UserCreated
 from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import ProjectionRunner, dump_rows
+from cvops.domain.deployment import DeploymentSpec, arms
 from cvops.domain.identity import UserState
 from cvops.inference_router import handlers, predict, projection
 from cvops.inference_router.grpc_api import scan, string_field, with_version
@@ -337,21 +338,19 @@ def test_top_k_ranks_by_probability_with_class_names() -> None:
 def _row(
     version: int = 1, canary_version: int | None = None, canary_weight_bp: int = 0
 ) -> projection.DeploymentRow:
+    canary = None
+    if canary_version is not None:
+        canary = Canary(model_version=canary_version, weight_percent=canary_weight_bp / 100)
+    spec = DeploymentSpec(
+        model_name="cnn", version=version, engine="onnxruntime-cpu", canary=canary
+    )
     return projection.DeploymentRow(
         name="digits",
         status="ready",
-        model_name="cnn",
-        version=version,
-        engine="onnxruntime-cpu",
-        canary_version=canary_version,
-        canary_weight_bp=canary_weight_bp,
-        public=False,
-        max_batch_size=8,
-        preferred_batch_sizes=[],
-        max_queue_delay_us=500,
-        instance_count=1,
         pending_version=None,
         reason="",
+        spec=spec,
+        arms=tuple(arms(spec)),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
 
@@ -145,3 +146,49 @@ def test_an_archive_escaping_its_directory_is_refused(tmp_path: Path) -> None:
         install_version(archive, tmp_path / "m" / "1", "python")
     assert not (tmp_path / "m" / "1").exists()
     assert not (tmp_path / "evil.onnx").exists()
+
+
+@pytest.mark.parametrize(
+    ("backend", "filename", "kind"),
+    [
+        ("openvino", "model.xml", mc.ModelInstanceGroup.KIND_CPU),
+        ("tensorrt", "model.plan", mc.ModelInstanceGroup.KIND_GPU),
+    ],
+)
+def test_native_openvino_and_tensorrt_plan_configs(backend: str, filename: str, kind: int) -> None:
+    config = parse_config(config_pbtxt(entry(backend=backend, gpu=True)))
+    assert (config.backend, config.default_model_filename) == (backend, filename)
+    assert config.instance_group[0].kind == kind
+    if backend == "tensorrt":
+        assert config.platform == "tensorrt_plan"
+
+
+def test_an_int8_arm_on_the_tensorrt_accelerator_asks_for_int8() -> None:
+    e = entry(
+        backend="onnxruntime",
+        gpu=True,
+        precision="int8",
+        execution_providers=["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+    )
+    accel = parse_config(config_pbtxt(e)).optimization.execution_accelerators
+    assert accel.gpu_execution_accelerator[0].parameters["precision_mode"] == "INT8"
+
+
+def test_an_openvino_ir_is_laid_out_with_its_weights_and_its_serving_settings(
+    tmp_path: Path,
+) -> None:
+    xml, weights = tmp_path / "net.xml", tmp_path / "net.bin"
+    xml.write_text("<net/>")
+    weights.write_bytes(b"w")
+    serving = {"engine": "openvino-cpu", "format": "openvino-ir"}
+    model = install_version(
+        xml, tmp_path / "m" / "7", "python", "openvino-ir", [(weights, "net.bin")], serving
+    )
+    assert model.name == "model.xml" and (model.parent / "model.bin").read_bytes() == b"w"
+    assert json.loads((model.parent / "serving.json").read_text()) == serving
+    assert (model.parent / "model.py").exists()
+    with pytest.raises(RepositoryError, match="unsafe companion"):
+        install_version(xml, tmp_path / "m" / "8", "python", "onnx", [(weights, "model.py")])
+    assert not (tmp_path / "m" / "8").exists()
+    with pytest.raises(RepositoryError, match="cannot serve artifacts of format"):
+        install_version(xml, tmp_path / "m" / "9", "python", "tflite")

@@ -9,6 +9,7 @@ import json
 import queue
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,11 @@ def names(tag: str) -> Names:
 
 @pytest.fixture(scope="module")
 def deployed(
-    router: t.RouterProcess, base_settings: Settings, names: Names, onnx_models: dict[str, Path]
+    router: t.RouterProcess,
+    base_settings: Settings,
+    names: Names,
+    onnx_models: dict[str, Path],
+    wait_private_ready: Callable[[t.RouterProcess, str, str], None],
 ) -> t.RouterProcess:
     """Model versions 1 and 2 registered; v1 deployed public and private."""
 
@@ -66,7 +71,7 @@ def deployed(
 
     run(given())
     router.wait_model_ready(names.public)
-    router.wait_model_ready(names.private)
+    wait_private_ready(router, names.private, TOKEN)
     return router
 
 
@@ -118,7 +123,10 @@ def test_grpc_streaming_infer_routes_each_request(
     answers: queue.Queue[object] = queue.Queue()
     g = triton_grpc.InferenceServerClient(deployed.grpc)
     try:
-        g.start_stream(callback=lambda result, error: answers.put(error or result))
+        g.start_stream(
+            callback=lambda result, error: answers.put(error or result),
+            headers={"authorization": f"Bearer {TOKEN}"},  # "nope" is 401 without one
+        )
         for model in (names.public, "nope"):
             inp = triton_grpc.InferInput("input", list(x.shape), "FP32")
             inp.set_data_from_numpy(x)
@@ -170,18 +178,18 @@ def test_wrong_tensor_name_shape_or_dtype_is_400_with_tritons_message(
 
 def test_unknown_model_is_404_over_http_and_not_found_over_grpc(deployed: t.RouterProcess) -> None:
     body, headers = binary_request(np.zeros((1, 3, 32, 32), np.float32))
-    code, answer = t.http_call(
-        "POST", f"http://{deployed.http}/v2/models/nope/infer", body, headers
-    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}  # without one, any non-public name is 401
+    url = f"http://{deployed.http}/v2/models/nope"
+    code, answer = t.http_call("POST", f"{url}/infer", body, {**headers, **auth})
     assert code == 404
     assert "unknown model" in json.loads(answer)["error"]
-    assert deployed.get("/v2/models/nope")[0] == 404
+    assert t.http_call("GET", url, headers=auth)[0] == 404
     g = triton_grpc.InferenceServerClient(deployed.grpc)
     try:
         inp = triton_grpc.InferInput("input", [1, 3, 32, 32], "FP32")
         inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
         with pytest.raises(InferenceServerException) as err:
-            g.infer("nope", [inp])
+            g.infer("nope", [inp], headers={"authorization": f"Bearer {TOKEN}"})
         assert err.value.status() == "StatusCode.NOT_FOUND"
     finally:
         g.close()
@@ -421,8 +429,10 @@ async def test_retired_deployment_answers_404(
     await t.request_retirement(bus, names.private, actor=names.admin)
     retired = await wait_event(bus, names.private, "retired", after=first)
     assert isinstance(retired, DeploymentRetired)
-    assert await _eventually(lambda: deployed.get(f"/v2/models/{names.private}/ready")[0] == 404)
-    assert names.private not in deployed.status()["instances"][0]["loaded"]
+    ready = f"http://{deployed.http}/v2/models/{names.private}/ready"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert await _eventually(lambda: t.http_call("GET", ready, headers=auth)[0] == 404)
+    assert names.private not in deployed.status(TOKEN)["instances"][0]["loaded"]
 
 
 def _signature(names: Names) -> dict[str, object]:

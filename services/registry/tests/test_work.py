@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from cvops.contracts import Stamp
 from cvops.contracts.registry import (
+    DatasetRejected,
     DatasetUploadReceived,
     ModelRegistered,
     ModelRejected,
@@ -157,3 +159,16 @@ async def test_bundled_sets_are_published_once_even_by_two_instances(
     ]
     assert sorted(e.dataset_name for e in received) == ["digits", "shapes"]
     assert not set(first) & set(second)
+
+
+async def test_an_upload_logged_with_an_unstorable_number_is_rejected_not_stuck(
+    bus: Bus, instances: list[Instance], tmp_path: Path
+) -> None:
+    """An upload that reached the log before numbers were checked (a seed of 2**63) gets a
+    rejection naming the field, instead of a verdict that cannot be published."""
+    name = f"seed-{_tag(tmp_path)}"
+    logged = await samples.announce_dataset_upload(bus, b"not read", name)
+    upload = msgspec.structs.replace(logged, seed=2**63)
+    await instances[0].validator.validate(upload)
+    [rejected] = [e for e in await _events_of(bus, name) if isinstance(e, DatasetRejected)]
+    assert "seed" in rejected.reason and str(2**63) in rejected.reason

@@ -1,6 +1,6 @@
 """cvops-contracts: the only shared vocabulary — events, value types and API bodies."""
 
-from cvops.contracts import conversion, deployment, identity, registry, training
+from cvops.contracts import conversion, deployment, identity, registry, reporting, training
 from cvops.contracts.codec import UnknownEvent, decode, encode, event_types, json_schemas, register
 from cvops.contracts.common import ArtifactRef, Lineage, TensorSpec
 from cvops.contracts.envelope import SUBJECT_PREFIX, Event, Stamp, stable_id, subject_token
@@ -9,6 +9,7 @@ register(*identity.IDENTITY_EVENTS, *registry.REGISTRY_EVENTS)
 register(*deployment.DEPLOYMENT_EVENTS)
 register(*training.TRAINING_EVENTS)
 register(*conversion.CONVERSION_EVENTS)
+register(*reporting.REPORTING_EVENTS)
 
 __all__ = [
     "SUBJECT_PREFIX",
@@ -27,6 +28,7 @@ __all__ = [
     "json_schemas",
     "register",
     "registry",
+    "reporting",
     "stable_id",
     "subject_token",
     "training",

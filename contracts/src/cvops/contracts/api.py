@@ -17,7 +17,7 @@ from cvops.contracts.conversion import (
     Int8Attempt,
     ParityNumbers,
 )
-from cvops.contracts.deployment import Canary
+from cvops.contracts.deployment import Canary, ServingCheck
 from cvops.contracts.identity import Role
 from cvops.contracts.registry import ImageStats, SplitCounts, Stage
 from cvops.contracts.training import (
@@ -283,20 +283,29 @@ DeploymentStatus = Literal["requested", "ready", "degraded", "failed", "retiring
 class CreateDeployment(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``POST /deployments``: serve ``model_name:version`` (a new deployment or an update).
 
-    ``deployment`` is the name clients infer against (default: ``model_name``); ``canary`` is
-    ``"MODEL:VERSION=PERCENT%"`` with another version of the same model.
+    ``deployment`` is the name clients infer against (default: ``model_name``). ``engine``
+    and ``precision`` pick the artifact served: the version's own ONNX file or an engine the
+    converter produced from it. ``from_benchmark`` (a benchmark id) or ``recommended`` (the
+    newest completed benchmark of the version) take engine, precision and the batcher
+    settings from that benchmark's pick instead; fields given explicitly are refused beside
+    them. ``canary`` is ``"MODEL:VERSION=PERCENT%"`` (another version) or
+    ``"MODEL:VERSION@PRECISION=PERCENT%"`` / ``"...@ENGINE/PRECISION=..."`` (another
+    engine, e.g. the INT8 engine of the same version).
     """
 
     model_name: str
     version: int
     deployment: str | None = None
     engine: str = "onnxruntime-cpu"
+    precision: str = "fp32"
     canary: str | None = None
     public: bool = False
     max_batch_size: int = 8
     preferred_batch_sizes: list[int] = []
     max_queue_delay_us: int = 500
     instance_count: int = 1
+    from_benchmark: str | None = None
+    recommended: bool = False
 
 
 class DeploymentView(msgspec.Struct, kw_only=True):
@@ -306,12 +315,17 @@ class DeploymentView(msgspec.Struct, kw_only=True):
     model_name: str
     version: int
     engine: str
+    precision: str = "fp32"
+    artifact_sha256: str | None = None  # what the primary arm serves
+    artifact_target: str | None = None  # the conversion target that made it, or "source"
+    benchmark_id: str | None = None
     canary: Canary | None = None
     public: bool = False
     max_batch_size: int = 8
     preferred_batch_sizes: list[int] = []
     max_queue_delay_us: int = 500
     instance_count: int = 1
+    checks: dict[str, ServingCheck] = {}  # served-output checks of the serving spec
     status: DeploymentStatus
     reason: str | None = None
     serving_version: int | None = None  # what answers requests now (a failed update keeps it)
@@ -397,6 +411,7 @@ class EngineArtifactView(msgspec.Struct, kw_only=True):
     excluded_layers: list[str] = []
     calibration: str | None = None
     opset: int | None = None
+    probe: ArtifactRef | None = None  # validation inputs and the source's outputs on them
     created_at: datetime
 
 
@@ -410,8 +425,9 @@ class CreateBenchmark(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     concurrency: list[int] = msgspec.field(default_factory=lambda: [1, 4, 16])
     p95_ms: float | None = None
     max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP
-    time_cap_s: float = 5.0
+    time_cap_s: float = 1.0
     min_requests: int = 30
+    ci_target: float = 0.05  # a cell stops once its p95's 95 % CI is within this fraction
     dataset: str | None = None
     dataset_version: int | None = None
     validation_images: int | None = None

@@ -185,7 +185,9 @@ class ArtifactProduced(_ConversionEvent, tag="conversion.artifact_produced.v1"):
     """An artifact passed the gate and is stored; ``source`` is the model version's artifact.
 
     ``companions`` are files that must lie beside ``artifact`` under their ``filename``
-    (OpenVINO's ``.bin``, ONNX external data).
+    (OpenVINO's ``.bin``, ONNX external data). ``probe`` is an ``.npz`` of a few validation
+    inputs (``inputs``) and the source model's outputs on them (``reference``), shared by
+    the job's artifacts: a deployment checks what it serves against it.
     """
 
     target: ConversionTarget
@@ -204,6 +206,7 @@ class ArtifactProduced(_ConversionEvent, tag="conversion.artifact_produced.v1"):
     calibration: CalibrationMethod | None = None
     opset: int | None = None
     details: dict[str, str] = {}
+    probe: ArtifactRef | None = None
 
 
 class ArtifactRejected(_ConversionEvent, tag="conversion.artifact_rejected.v1"):
@@ -262,9 +265,10 @@ class BenchmarkRequested(_BenchmarkEvent, tag="benchmark.requested.v1"):
 
     ``engines`` empty means all. The SLA (``p95_ms`` per request, ``max_accuracy_drop`` in
     points against the source model) decides the pick. ``time_cap_s`` caps each cell after
-    warm-up; a cell stops earlier once ``min_requests`` are in and latency is stable.
-    Engines run the newest produced artifact per conversion target (of ``conversion_job``
-    when given).
+    warm-up; a cell stops earlier, once ``min_requests`` are in, as soon as the 95% confidence
+    interval of its p95 is within ``±ci_target`` (a fraction) of the p95 and its latencies do
+    not drift, and is then ``stable``. Engines run the newest produced artifact per conversion
+    target (of ``conversion_job`` when given).
     """
 
     engines: list[str] = []
@@ -272,13 +276,14 @@ class BenchmarkRequested(_BenchmarkEvent, tag="benchmark.requested.v1"):
     concurrency: list[int] = msgspec.field(default_factory=lambda: [1, 4, 16])
     p95_ms: float | None = None
     max_accuracy_drop: float | None = DEFAULT_MAX_ACCURACY_DROP
-    time_cap_s: float = 5.0
+    time_cap_s: float = 1.0
     min_requests: int = 30
     warmup: int = 3
     dataset: str | None = None
     dataset_version: int | None = None
     validation_images: int | None = None
     conversion_job: str | None = None
+    ci_target: float = 0.05
 
 
 class BenchmarkStarted(_BenchmarkEvent, tag="benchmark.started.v1"):

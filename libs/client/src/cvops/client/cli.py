@@ -40,7 +40,7 @@ from cvops.contracts.api import (
     UploadResult,
 )
 from cvops.contracts.conversion import CALIBRATION_METHODS
-from cvops.contracts.deployment import SERVING_ENGINES
+from cvops.contracts.deployment import PRECISIONS, SERVING_ENGINES
 from cvops.contracts.identity import ROLES
 from cvops.contracts.registry import STAGES
 from cvops.contracts.training import ARCHITECTURES, Budget, Constraints, ParamSpec
@@ -932,7 +932,29 @@ def _await_deployment(
 @click.option(
     "--engine", type=click.Choice(SERVING_ENGINES), default="onnxruntime-cpu", show_default=True
 )
-@click.option("--canary", metavar="MODEL:VERSION=PCT%", help="Send a share to another version.")
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+    help="Which converted artifact the engine serves (convert it first).",
+)
+@click.option(
+    "--from-benchmark",
+    "from_benchmark",
+    metavar="BENCH_ID",
+    help="Serve what this benchmark picked: its engine, precision, artifact and batcher.",
+)
+@click.option(
+    "--recommended",
+    is_flag=True,
+    help="Like --from-benchmark with the version's newest completed benchmark.",
+)
+@click.option(
+    "--canary",
+    metavar="MODEL:VERSION[@PRECISION]=PCT%",
+    help="Send a share to another version, or another engine (e.g. net:1@int8=10%).",
+)
 @click.option("--public", is_flag=True, help="Inference needs no token.")
 @click.option(
     "--max-batch-size",
@@ -956,6 +978,9 @@ def deploy(
     ref: str,
     deployment: str | None,
     engine: str,
+    precision: str,
+    from_benchmark: str | None,
+    recommended: bool,
     canary: str | None,
     public: bool,
     max_batch_size: int,
@@ -965,14 +990,24 @@ def deploy(
     detach: bool,
     as_json: bool,
 ) -> None:
-    """Serve a model version behind Triton; waits until it is ready (or failed)."""
+    """Serve a model version behind Triton; waits until it is ready (or failed).
+
+    The engine and precision pick the artifact served (the version's own ONNX file, or an
+    FP16/INT8/OpenVINO engine `cvops convert` produced); --from-benchmark / --recommended
+    serve exactly what a benchmark measured and picked, with its batcher settings.
+    """
     name, version = _parse_ref(ref, need_version=True)
     assert version is not None
+    if from_benchmark and recommended:
+        raise click.UsageError("give --from-benchmark or --recommended, not both")
     request = CreateDeployment(
         model_name=name,
         version=version,
         deployment=deployment,
         engine=engine,
+        precision=precision,
+        from_benchmark=from_benchmark,
+        recommended=recommended,
         canary=canary,
         public=public,
         max_batch_size=max_batch_size,
@@ -1148,7 +1183,11 @@ def conversions_show(job_id: str, as_json: bool) -> None:
     help="SLA: accuracy drop against the source model, in points.",
 )
 @click.option(
-    "--time-cap-s", type=float, default=5.0, show_default=True, help="Measuring time per cell."
+    "--time-cap-s",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="Measuring time per cell at most; a cell stops sooner once its p95 is known to ±5%.",
 )
 @click.option("--conversion-job", help="Measure the engines of this conversion.")
 @click.option("--dataset", help="Accuracy data (default: the model's lineage).")
@@ -1235,22 +1274,94 @@ def projections() -> None:
     """Operator tools for the services' SQLite projections (talk to NATS directly)."""
 
 
-@projections.command("rebuild")
-@click.argument("service")
-@click.option("--force", is_flag=True, help="Rebuild even though the service looks running.")
-def projections_rebuild(service: str, force: bool) -> None:
-    """Throw away SERVICE's projection and replay the event log into it."""
+def _ops() -> Any:
+    """``cvops.client.rebuild``, which needs cvops-core (the ``ops`` extra)."""
     try:
         from cvops.client import rebuild
     except ImportError as err:  # cvops-core is an optional dependency of the client
         raise CvopsError(
             0, "missing_dependency", f"{err}; install it with: pip install 'cvops-client[ops]'"
         ) from err
+    return rebuild
+
+
+@projections.command("rebuild")
+@click.argument("service")
+@click.option("--force", is_flag=True, help="Rebuild even though the service looks running.")
+def projections_rebuild(service: str, force: bool) -> None:
+    """Throw away SERVICE's projection and replay the event log into it."""
+    rebuild = _ops()
     try:
         applied, db_path = rebuild.rebuild_service(service, force=force)
     except rebuild.UnknownService as err:
         raise click.BadParameter(str(err), param_hint="SERVICE") from err
     click.echo(f"rebuilt {service} projection {db_path}: {applied} events applied")
+
+
+@projections.command("status")
+@json_option
+def projections_status(as_json: bool) -> None:
+    """Each service's projection: its checkpoint, and the event it is stuck at, if any.
+
+    Exits 1 when a projection is stuck (resolve it with ``cvops projections skip``).
+    """
+    rows = _ops().service_states()
+    if as_json:
+        click.echo(
+            msgspec.json.encode(
+                [
+                    {
+                        "service": service,
+                        "file": str(path),
+                        "exists": state is not None,
+                        "checkpoint": state.checkpoint if state else 0,
+                        "stuck": vars(state.stuck) if state and state.stuck else None,
+                        "quarantined": [vars(q) for q in state.quarantined] if state else [],
+                    }
+                    for service, path, state in rows
+                ]
+            ).decode()
+        )
+    else:
+        for service, path, state in rows:
+            if state is None:
+                click.echo(f"{service}: no projection yet ({path})")
+                continue
+            skipped = ", ".join(str(q.seq) for q in state.quarantined) or "none"
+            click.echo(
+                f"{service}: checkpoint {state.checkpoint}, skipped seqs: {skipped} ({path})"
+            )
+            if state.stuck is not None:
+                stuck = state.stuck
+                click.echo(f"  STUCK at seq {stuck.seq} ({stuck.type}): {stuck.reason}")
+                click.echo(f"  fix the cause and restart {service}, or skip the event:")
+                click.echo(f"  cvops projections skip {service} {stuck.seq} --reason TEXT")
+    if any(state is not None and state.stuck is not None for _, _, state in rows):
+        click.get_current_context().exit(1)
+
+
+@projections.command("skip")
+@click.argument("service")
+@click.argument("seq", type=click.IntRange(min=1))
+@click.option("--reason", required=True, help="Why the event is passed over (kept on record).")
+def projections_skip(service: str, seq: int, reason: str) -> None:
+    """Quarantine the event at stream sequence SEQ for SERVICE's projection.
+
+    The projection then passes over it without applying it: the running service within a
+    second, a restart and every ``cvops projections rebuild`` the same way. What the event
+    would have changed is lost to this projection; the log itself keeps it.
+    """
+    rebuild = _ops()
+    try:
+        recorded, state = rebuild.skip_event(service, seq, reason)
+    except rebuild.UnknownService as err:
+        raise click.BadParameter(str(err), param_hint="SERVICE") from err
+    click.echo(f"{service}: seq {recorded.seq} quarantined ({recorded.reason})")
+    stuck = state.stuck if state is not None else None
+    if stuck is None:
+        click.echo(f"note: {service}'s projection is not stuck; seq {seq} will be skipped anyway")
+    elif stuck.seq != seq:
+        click.echo(f"note: {service}'s projection is stuck at seq {stuck.seq}, not {seq}")
 
 
 def main() -> None:

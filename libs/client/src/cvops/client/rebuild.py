@@ -1,4 +1,6 @@
-"""``cvops projections rebuild``: replay the event log into one service's SQLite file.
+"""``cvops projections rebuild``: replay the event log into one service's SQLite file;
+``cvops projections status`` and ``skip``: see and resolve a projection stuck at an event it
+cannot apply (the skip is recorded beside the file, so restarts and rebuilds honour it).
 
 A service names its projection with an entry point in the group ``cvops.projections``;
 the entry point's value is a module exposing ``projection`` and ``db_path(settings)``.
@@ -22,6 +24,13 @@ from cvops.core import Bus, Projection, Settings, load_settings, rebuild_project
 from cvops.core import services as registered
 from cvops.core.local import installed
 from cvops.core.natsd import pid_alive
+from cvops.core.projection import (
+    ProjectionState,
+    ProjectionStuck,
+    Quarantined,
+    quarantine_event,
+    read_state,
+)
 
 ENTRY_POINT_GROUP = "cvops.projections"
 
@@ -81,6 +90,52 @@ def load_projection(service: str) -> ModuleType:
     return module
 
 
+def _projection_of(module: ModuleType) -> Projection:
+    projection = module.projection
+    return projection() if isinstance(projection, type) else projection  # type: ignore[no-any-return]
+
+
+def service_states(
+    settings: Settings | None = None,
+) -> list[tuple[str, Path, ProjectionState | None]]:
+    """Each installed projection: its service, file, and state (None: no file yet)."""
+    settings = settings or load_settings()
+    out = []
+    for service in sorted(projection_entry_points()):
+        module = load_projection(service)
+        db_path = Path(module.db_path(settings))
+        out.append((service, db_path, read_state(db_path, _projection_of(module).name)))
+    return out
+
+
+def skip_event(
+    service: str, seq: int, reason: str, settings: Settings | None = None
+) -> tuple[Quarantined, ProjectionState | None]:
+    """Quarantine stream sequence ``seq`` for ``service``'s projection.
+
+    Args:
+        service: the entry-point name, e.g. ``registry``.
+        seq: the stream sequence of the event to pass over (``cvops projections status``).
+        reason: why, kept in the quarantine file beside the projection.
+        settings: where the state directory is (default: ``CVOPS_*``).
+
+    Returns:
+        (what was recorded, the projection's state before it).
+    """
+    settings = settings or load_settings()
+    module = load_projection(service)
+    db_path = Path(module.db_path(settings))
+    state = read_state(db_path, _projection_of(module).name)
+    stuck = state.stuck if state is not None else None
+    try:
+        recorded = quarantine_event(
+            db_path, seq, reason, type=stuck.type if stuck and stuck.seq == seq else ""
+        )
+    except ValueError as err:
+        raise CvopsError(0, "invalid", str(err)) from err
+    return recorded, state
+
+
 def rebuild_service(
     service: str,
     settings: Settings | None = None,
@@ -108,13 +163,21 @@ def rebuild_service(
             "service_running",
             f"{service} is running (pid {pid}); stop it first, or pass --force",
         )
-    projection = module.projection
-    if isinstance(projection, type):
-        projection = projection()
+    projection = _projection_of(module)
     db_path = Path(module.db_path(settings))
     # the service's own subject filter, so the checkpoint lands where the live one does
     subjects = getattr(module, "SUBJECTS", None)
-    applied = asyncio.run(_replay(settings, projection, db_path, subjects, connect_timeout))
+    try:
+        applied = asyncio.run(_replay(settings, projection, db_path, subjects, connect_timeout))
+    except ProjectionStuck as err:  # the old file is left as it was
+        stuck = err.stuck
+        raise CvopsError(
+            0,
+            "projection_stuck",
+            f"{service}: the replay stopped at seq {stuck.seq} ({stuck.type}): {stuck.reason}; "
+            f"{service}'s file is unchanged. Fix the cause, or skip the event: "
+            f"cvops projections skip {service} {stuck.seq} --reason TEXT",
+        ) from err
     return applied, db_path
 
 

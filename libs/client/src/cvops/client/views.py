@@ -473,9 +473,23 @@ def job_result(job: JobView) -> RenderableType:
 
 
 def _canary(d: DeploymentView) -> str:
-    if d.canary is None:
+    c = d.canary
+    if c is None:
         return "-"
-    return f"v{d.canary.model_version} {d.canary.weight_percent:g}%"
+    arm = f"v{c.model_version}"
+    if c.engine is not None or c.precision is not None:
+        arm += f" {c.engine or d.engine} {c.precision or d.precision}"
+    return f"{arm} {c.weight_percent:g}%"
+
+
+def _engine(d: DeploymentView) -> str:
+    return f"{d.engine} {d.precision}"
+
+
+def _artifact(d: DeploymentView) -> str:
+    if d.artifact_sha256 is None:
+        return "the version's own file"
+    return f"{d.artifact_target} {d.artifact_sha256[:12]}"
 
 
 def deployments_table(deployments: list[DeploymentView]) -> Table:
@@ -490,7 +504,7 @@ def deployments_table(deployments: list[DeploymentView]) -> Table:
             f"{d.model_name}:{d.version}",
             d.status,
             serving,
-            d.engine,
+            _engine(d),
             _canary(d),
             "yes" if d.public else "no",
             when(d.updated_at),
@@ -510,7 +524,9 @@ def deployment_view(d: DeploymentView) -> RenderableType:
         ("model", f"{d.model_name}:{d.version}"),
         ("status", d.status),
         ("serving", "-" if d.serving_version is None else f"v{d.serving_version}"),
-        ("engine", d.engine),
+        ("engine", _engine(d)),
+        ("artifact", _artifact(d)),
+        ("benchmark", d.benchmark_id or "-"),
         ("canary", _canary(d)),
         ("public", "yes (no token needed)" if d.public else "no (a token is needed)"),
         (
@@ -524,6 +540,17 @@ def deployment_view(d: DeploymentView) -> RenderableType:
         ("requested", f"{when(d.requested_at, seconds=True)} by {d.requested_by}"),
         ("updated", when(d.updated_at, seconds=True)),
     ]
+    for arm, check in d.checks.items():
+        verdict = "passed" if check.passed else "FAILED"
+        rows.append(
+            (
+                f"check ({arm})",
+                f"{verdict} on {check.n_images} images: top-1 agreement "
+                f"{check.top1_agreement:.3f} (recorded {check.recorded_top1_agreement:.3f}), "
+                f"max abs error {check.max_abs_error:.2g} "
+                f"(recorded {check.recorded_max_abs_error:.2g})",
+            )
+        )
     if d.reason:
         rows.append(("reason", d.reason))
     return fields(rows)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from cvops.contracts import Event
 from cvops.core.bus import Bus, ConcurrencyConflict
 from cvops.core.projection import ProjectionRunner, dbapi
+from cvops.domain.checks import check_storable
 
 S = TypeVar("S")
 
@@ -150,6 +151,12 @@ class AggregateTable(Generic[S]):
     state — the same object when nothing changed (no write), None when there is no aggregate
     (its rows are deleted). Applying is load → evolve → upsert in the caller's transaction,
     through SQL compiled once; a batch (``fold_many``) loads and writes with a few statements.
+
+    ``sequence`` names the state's attribute that holds the stream sequence of the aggregate's
+    newest event (writers append guarded by it): given an event's sequence, the fold skips an
+    event at or below it (a redelivery) and records it after every later one, even one that
+    changes nothing else. A domain fold that records the sequence itself is given as
+    ``evolve_at(state | None, event, seq)`` instead of ``evolve``.
     """
 
     def __init__(
@@ -160,14 +167,23 @@ class AggregateTable(Generic[S]):
         *,
         key: Sequence[Column[Any]],
         key_of: Callable[[Event], Key | None],
-        evolve: Callable[[S | None, Event], S | None],
+        evolve: Callable[[S | None, Event], S | None] | None = None,
+        evolve_at: Callable[[S | None, Event, int], S | None] | None = None,
         columns: Sequence[ColumnSpec] = (),
         state_column: str = "state",
         children: Sequence[Children] = (),
+        sequence: str | None = None,
     ) -> None:
         self.state_type = state
         self.key_of = key_of
-        self.evolve = evolve
+        self._evolve_at = evolve_at
+        if evolve is not None and evolve_at is None:
+            self.evolve = evolve
+        elif evolve_at is not None and evolve is None:
+            self.evolve = lambda state, event: evolve_at(state, event, 0)
+        else:
+            raise TypeError(f"{name}: give one of evolve and evolve_at")
+        self.sequence = sequence
         key_cols = [Column(str(c.name), c.type, primary_key=True) for c in key]
         specs = [_spec(c) for c in columns]
         self.table = Table(
@@ -209,30 +225,52 @@ class AggregateTable(Generic[S]):
         }
 
     # -- folding -------------------------------------------------------------------------
-    def apply(self, session: Session, event: Event) -> bool:
-        """Fold ``event`` into its aggregate; False when the event has none in this table."""
+    def apply(self, session: Session, event: Event, seq: int | None = None) -> bool:
+        """Fold ``event`` (stream sequence ``seq``) into its aggregate; False when the event
+        has none in this table."""
         key = self.key_of(event)
         if key is None:
             return False
-        self.fold(dbapi(session), key, event)
+        self.fold(dbapi(session), key, event, seq)
         return True
 
-    def fold(self, db: sqlite3.Connection, key: Key, event: Event) -> None:
+    def fold(self, db: sqlite3.Connection, key: Key, event: Event, seq: int | None = None) -> None:
         """Load the aggregate ``key``, evolve it by ``event`` and write what changed."""
         row = db.execute(self._load, key).fetchone()
         before = self._decode(row[0]) if row is not None else None
-        self._write(db, {key: before}, {key: self.evolve(before, event)})
+        self._write(db, {key: before}, {key: self._next(before, event, seq)})
 
-    def fold_many(self, db: sqlite3.Connection, keyed: Sequence[tuple[Key, Event]]) -> None:
-        """Fold events in order: load their aggregates at once, evolve, write what changed."""
+    def fold_many(
+        self,
+        db: sqlite3.Connection,
+        keyed: Sequence[tuple[Key, Event]],
+        seqs: Sequence[int] | None = None,
+    ) -> None:
+        """Fold events in order (``seqs``: their stream sequences): load their aggregates at
+        once, evolve, write what changed."""
         if not keyed:
             return
         before = self.load_many(db, list(dict.fromkeys(k for k, _ in keyed)))
         after = dict(before)
-        evolve = self.evolve
-        for key, event in keyed:
-            after[key] = evolve(after[key], event)
+        at: Sequence[int | None] = seqs if seqs is not None else [None] * len(keyed)
+        for (key, event), seq in zip(keyed, at, strict=True):
+            after[key] = self._next(after[key], event, seq)
         self._write(db, before, after)
+
+    def _next(self, state: S | None, event: Event, seq: int | None) -> S | None:
+        """``evolve``; with a ``sequence`` attribute and ``seq``, a seen event skipped and a
+        new one's sequence recorded."""
+        if self._evolve_at is not None:
+            return self._evolve_at(state, event, seq or 0)
+        attr = self.sequence
+        if attr is None or seq is None:
+            return self.evolve(state, event)
+        if state is not None and seq <= getattr(state, attr):
+            return state
+        after = self.evolve(state, event)
+        if after is None:
+            return None
+        return msgspec.structs.replace(after, **{attr: seq})  # type: ignore[type-var]
 
     def load_many(self, db: sqlite3.Connection, keys: Sequence[Key]) -> dict[Key, S | None]:
         """The states of ``keys`` (None where there is no aggregate)."""
@@ -301,14 +339,15 @@ class Aggregates:
         for table in self.tables:
             key = table.key_of(event)
             if key is not None:
-                table.fold(dbapi(session), key, event)
+                table.fold(dbapi(session), key, event, seq)
 
     def apply_many(self, session: Session, items: Sequence[tuple[int, Event]]) -> None:
         """Fold a batch's events in order, each table loading and writing once."""
         db = dbapi(session)
         for table in self.tables:
             key_of = table.key_of
-            table.fold_many(db, [(k, e) for _, e in items if (k := key_of(e)) is not None])
+            mine = [(k, e, seq) for seq, e in items if (k := key_of(e)) is not None]
+            table.fold_many(db, [(k, e) for k, e, _ in mine], [seq for _, _, seq in mine])
 
 
 # -- the write side ---------------------------------------------------------------------------
@@ -326,7 +365,9 @@ class Appended:
 async def append_guarded(
     bus: Bus, subjects: str, events: Sequence[Event], expected: int
 ) -> Appended:
-    """Append in order, each event of aggregate ``subjects`` guarded by its last sequence."""
+    """Append in order, each event of aggregate ``subjects`` guarded by its last sequence
+    (all checked storable first: none goes out when one is refused)."""
+    check_storable(list(events))
     # ``expected`` for the first (0: no event yet), then each one's own sequence
     seq = 0
     for event in events:

@@ -26,6 +26,7 @@ from nats.js.api import (
 from cvops.contracts import SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
 from cvops.core.logging import get_logger
 from cvops.core.settings import Settings
+from cvops.domain.checks import check_storable
 
 STREAM = "CVOPS_EVENTS"
 ARTIFACT_BUCKET = "cvops-artifacts"
@@ -123,7 +124,12 @@ class Bus:
 
         With ``expected_last_subject_seq`` the append succeeds only if the aggregate's
         last event is still at that sequence (0: the aggregate has no event yet).
+
+        An event with an integer that no projection can store (beyond 64 bits) raises
+        ``cvops.domain.errors.Invalid`` and is not appended: once in the immutable log it
+        would stop every projection that reads it.
         """
+        check_storable(event)
         headers = {"Nats-Msg-Id": str(event.event_id)}
         if expected_last_subject_seq is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)

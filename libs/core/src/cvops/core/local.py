@@ -323,8 +323,29 @@ def status_rows(settings: Settings, layout: Layout) -> list[Row]:
             rows.append(Row(name, recorded, False, probe.port, "stopped", False, probe.ports))
             continue
         ok, text = http_health(probe.url) if probe.url else (True, "running")
+        stuck = projection_stuck_at(name, settings)
+        if stuck is not None:  # a metrics port answers even then: the file says it
+            ok, text = False, f"projection stuck at seq {stuck} (cvops projections status)"
         rows.append(Row(name, pid, True, probe.port, text, ok, probe.ports))
     return rows
+
+
+def projection_stuck_at(name: str, settings: Settings) -> int | None:
+    """The sequence ``name``'s projection file says it is stopped at (None: not stuck, or
+    no projection); read through its ``cvops.projections`` entry point."""
+    from importlib.metadata import entry_points
+
+    from cvops.core.projection import read_state
+
+    try:
+        (point,) = [p for p in entry_points(group="cvops.projections") if p.name == name]
+        module = point.load()
+        projection = module.projection
+        projection = projection() if isinstance(projection, type) else projection
+        state = read_state(module.db_path(settings), projection.name)
+    except Exception:  # no entry point, an unreadable file: the probe alone decides
+        return None
+    return state.stuck.seq if state is not None and state.stuck is not None else None
 
 
 def _ports(row: Row) -> str:

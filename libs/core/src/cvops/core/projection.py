@@ -3,15 +3,25 @@
 A ``checkpoint`` row is written in the same transaction as the rows a batch of events
 changes; the consumer restarts at checkpoint+1 and skips anything at or below it; the
 batch is acknowledged only after the commit.
+
+An event the projection cannot apply stops it there, loudly: ``runner.stuck`` (seq, type,
+reason), a row in ``projection_stuck``, the ``cvops_projection_stuck`` gauge and one error
+line. It neither dies nor skips on its own; the operator's ``cvops projections skip`` records
+the sequence in the quarantine file beside the projection (``quarantine_path``), which this
+runner and every rebuild then pass over the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +29,7 @@ import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from prometheus_client import REGISTRY, CollectorRegistry, Gauge
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
@@ -52,6 +63,153 @@ checkpoint_table = Table(
     Column("name", String, primary_key=True),
     Column("seq", Integer, nullable=False),
 )
+# the event a projection is stopped at (no row: it is not stuck)
+stuck_table = Table(
+    "projection_stuck",
+    _checkpoint_meta,
+    Column("name", String, primary_key=True),
+    Column("seq", Integer, nullable=False),
+    Column("type", String, nullable=False),
+    Column("reason", String, nullable=False),
+)
+
+# Projection health for Prometheus: the services export the default registry (which this
+# one is part of); the gateway adds it to its own ``/metrics``.
+PROJECTION_METRICS = CollectorRegistry(auto_describe=True)
+_STUCK = Gauge(
+    "cvops_projection_stuck",
+    "1 while the projection is stopped at an event it cannot apply",
+    ["projection"],
+    registry=PROJECTION_METRICS,
+)
+_STUCK_SEQ = Gauge(
+    "cvops_projection_stuck_seq",
+    "Stream sequence of the event the projection is stopped at (0: not stuck)",
+    ["projection"],
+    registry=PROJECTION_METRICS,
+)
+with contextlib.suppress(ValueError):  # already registered (module reloaded)
+    REGISTRY.register(PROJECTION_METRICS)  # type: ignore[arg-type]
+
+# a stuck runner looks for a quarantine this often, and tries the event again this often
+# (a failure that was not the event's fault, e.g. a full disk, heals without a restart)
+QUARANTINE_POLL_S = 1.0
+RETRY_STUCK_S = 60.0
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """The event a projection could not apply: it stays at ``seq - 1`` until that changes."""
+
+    seq: int
+    type: str
+    reason: str
+
+    def hint(self, service: str) -> str:
+        return (
+            f"fix the cause and restart, or skip it: "
+            f"cvops projections skip {service} {self.seq} --reason TEXT"
+        )
+
+
+class ProjectionStuck(RuntimeError):
+    """A replay stopped at an event it cannot apply."""
+
+    def __init__(self, projection: str, stuck: Stuck) -> None:
+        self.projection = projection
+        self.stuck = stuck
+        super().__init__(
+            f"projection {projection} is stuck at seq {stuck.seq} ({stuck.type}): "
+            f"{stuck.reason}; {stuck.hint(projection)}"
+        )
+
+
+@dataclass(frozen=True)
+class Quarantined:
+    """An event the operator chose to pass over (``cvops projections skip``)."""
+
+    seq: int
+    reason: str
+    type: str = ""
+    recorded_at: str = ""
+
+
+def quarantine_path(db_path: Path | str) -> Path:
+    """The quarantine file of a projection file: ``<home>/registry.quarantine.json`` beside
+    ``<home>/registry.sqlite``; a rebuild reads the same file, so it skips the same events."""
+    db_path = Path(db_path)
+    return db_path.with_name(f"{db_path.stem}.quarantine.json")
+
+
+def read_quarantine(path: Path | str) -> list[Quarantined]:
+    """The quarantined events recorded in ``path`` (none when there is no file)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return []
+    return [
+        Quarantined(
+            seq=int(item["seq"]),
+            reason=str(item.get("reason", "")),
+            type=str(item.get("type", "")),
+            recorded_at=str(item.get("recorded_at", "")),
+        )
+        for item in raw.get("skipped", [])
+    ]
+
+
+def quarantine_event(db_path: Path | str, seq: int, reason: str, type: str = "") -> Quarantined:
+    """Record ``seq`` as skipped for the projection in ``db_path`` (written atomically)."""
+    if seq < 1:
+        raise ValueError(f"a stream sequence starts at 1, got {seq}")
+    if not reason.strip():
+        raise ValueError("say why the event is skipped (--reason)")
+    path = quarantine_path(db_path)
+    entries = {q.seq: q for q in read_quarantine(path)}
+    entry = Quarantined(
+        seq=seq,
+        reason=reason.strip(),
+        type=type,
+        recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    entries[seq] = entry
+    body = {"skipped": [vars(entries[k]) for k in sorted(entries)]}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(body, indent=2) + "\n")
+    os.replace(tmp, path)
+    return entry
+
+
+@dataclass(frozen=True)
+class ProjectionState:
+    """What an operator sees of one projection file without its service running."""
+
+    checkpoint: int
+    stuck: Stuck | None
+    quarantined: list[Quarantined]
+
+
+def read_state(db_path: Path | str, name: str) -> ProjectionState | None:
+    """Checkpoint, stuck event and quarantine of the projection ``name`` in ``db_path``
+    (read-only; None when the file does not exist)."""
+    db_path = Path(db_path)
+    if not db_path.exists():
+        return None
+    quarantined = read_quarantine(quarantine_path(db_path))
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        row = conn.execute(_GET_CHECKPOINT, (name,)).fetchone()
+        try:
+            found = conn.execute(
+                "SELECT seq, type, reason FROM projection_stuck WHERE name = ?", (name,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a file from before the table existed
+            found = None
+    finally:
+        conn.close()
+    stuck = Stuck(int(found[0]), str(found[1]), str(found[2])) if found else None
+    return ProjectionState(int(row[0]) if row else 0, stuck, quarantined)
 
 
 # The runner applies through the SQLite connection itself: the checkpoint and aggregate
@@ -61,6 +219,12 @@ _PUT_CHECKPOINT = (
     "INSERT INTO projection_checkpoint (name, seq) VALUES (?, ?) "
     "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq"
 )
+_PUT_STUCK = (
+    "INSERT INTO projection_stuck (name, seq, type, reason) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, type = excluded.type, "
+    "reason = excluded.reason"
+)
+_CLEAR_STUCK = "DELETE FROM projection_stuck WHERE name = ? AND seq <= ?"
 _DBAPI = "cvops.sqlite"  # Session.info key: the batch's connection, while it applies
 
 
@@ -106,17 +270,25 @@ class ProjectionRunner:
         *,
         subjects: list[str] | None = None,
         batch: int = 500,
+        quarantine: Path | str | None = None,
     ) -> None:
         self.bus = bus
         self.projection = projection
         self.db_path = Path(db_path)
         self.subjects = subjects or [ALL_EVENTS]
         self.batch = batch
+        # a rebuild writes another file but honours the live file's quarantine
+        self.quarantine = Path(quarantine) if quarantine else quarantine_path(self.db_path)
         self.engine = open_projection_file(self.db_path, projection)
         self._position = self.checkpoint()
         self._moved = asyncio.Condition()
         self._stopping = asyncio.Event()
         self.applied = 0
+        self._skip = self._read_quarantine()
+        # the event this projection cannot apply (None: it follows the log)
+        self.stuck: Stuck | None = None
+        _STUCK.labels(projection.name).set(0)
+        _STUCK_SEQ.labels(projection.name).set(0)
 
     # -- reading -----------------------------------------------------------------
     @contextlib.contextmanager
@@ -138,18 +310,22 @@ class ProjectionRunner:
         """Stream sequence up to which this projection reflects the log."""
         return self._position
 
-    async def wait_for(self, seq: int, timeout: float = 10.0) -> bool:
-        """Wait until the projection has applied everything up to ``seq``."""
+    async def wait_for(self, seq: int, timeout: float = 10.0, *, or_stuck: bool = False) -> bool:
+        """Wait until the projection has applied everything up to ``seq``; with ``or_stuck``,
+        give up as soon as the projection is stuck before it."""
+
+        def _done() -> bool:
+            return self._position >= seq or (or_stuck and self.stuck is not None)
 
         async def _reached() -> None:
             async with self._moved:
-                await self._moved.wait_for(lambda: self._position >= seq)
+                await self._moved.wait_for(_done)
 
         try:
             await asyncio.wait_for(_reached(), timeout)
         except TimeoutError:
             return False
-        return True
+        return self._position >= seq
 
     async def reached(self, seq: int, stopping: asyncio.Event) -> None:
         """Wait as long as it takes for ``seq`` (a work handler's read-your-writes), saying
@@ -157,11 +333,14 @@ class ProjectionRunner:
         while not await self.wait_for(seq, timeout=5.0):
             if stopping.is_set():
                 raise ShuttingDown()
-            log.warning("projection_lagging", want=seq, at=self.position)
+            stuck = self.stuck.seq if self.stuck else None
+            log.warning("projection_lagging", want=seq, at=self.position, stuck_at=stuck)
 
     async def catch_up(self, timeout: float = 30.0) -> bool:
+        """Wait until the projection has the stream's last event; False after ``timeout``
+        or as soon as it is stuck (``self.stuck`` says where)."""
         assert self.bus is not None
-        return await self.wait_for(await self.bus.last_seq(), timeout)
+        return await self.wait_for(await self.bus.last_seq(), timeout, or_stuck=True)
 
     # -- writing -----------------------------------------------------------------
     def apply_batch(self, items: Sequence[tuple[int, Event | UnknownEvent]]) -> int:
@@ -176,10 +355,13 @@ class ProjectionRunner:
                 row = db.execute(_GET_CHECKPOINT, (name,)).fetchone()
                 current = last = int(row[0]) if row is not None else 0
                 fresh: list[tuple[int, Event]] = []
+                skip = self._skip
                 for seq, ev in items:
                     if seq <= last:
                         continue  # already applied: redelivery or replay overlap
-                    if not isinstance(ev, UnknownEvent):
+                    if seq in skip:
+                        log.warning("projection_event_quarantined", projection=name, seq=seq)
+                    elif not isinstance(ev, UnknownEvent):
                         fresh.append((seq, ev))
                     last = seq
                 many = getattr(self.projection, "apply_many", None)
@@ -192,6 +374,7 @@ class ProjectionRunner:
                 self.applied += len(fresh)
                 if last != current:
                     db.execute(_PUT_CHECKPOINT, (name, last))
+                    db.execute(_CLEAR_STUCK, (name, last))  # passed: no longer stuck there
             finally:
                 del s.info[_DBAPI]
         committed = getattr(self.projection, "after_commit", None)
@@ -200,8 +383,102 @@ class ProjectionRunner:
         return last
 
     def _apply_messages(self, msgs: list[Msg]) -> int:
-        """Decode a fetched batch and apply it (in a worker thread)."""
-        return self.apply_batch([(_stream_seq(m), decode(m.data)) for m in msgs])
+        """Decode a fetched batch and apply it (in a worker thread); an event that cannot be
+        decoded or applied stops the projection just before it (``self.stuck``)."""
+        items: list[tuple[int, Event | UnknownEvent]] = []
+        for m in msgs:
+            seq = _stream_seq(m)
+            try:
+                items.append((seq, decode(m.data)))
+            except Exception as err:
+                if seq in self._skip:
+                    items.append((seq, UnknownEvent(type="undecodable", raw=m.data)))
+                    continue
+                last = self._apply_or_stop(items)
+                if self.stuck is None:
+                    self._stop_at(seq, "undecodable", err)
+                return last
+        return self._apply_or_stop(items)
+
+    def _apply_or_stop(self, items: list[tuple[int, Event | UnknownEvent]]) -> int:
+        """Apply a batch; when it fails, apply its events one by one up to the failing one."""
+        if not items:
+            return self.checkpoint()
+        try:
+            last = self.apply_batch(items)
+        except Exception as err:
+            if len(items) == 1:
+                self._stop_at(items[0][0], _type_of(items[0][1]), err)
+                return self.checkpoint()
+        else:
+            self._resolved()
+            return last
+        # which event? (rows are the same whether events are applied in batches or singly)
+        last = self.checkpoint()
+        for seq, ev in items:
+            try:
+                last = self.apply_batch([(seq, ev)])
+            except Exception as err:
+                self._stop_at(seq, _type_of(ev), err)
+                break
+        return last
+
+    def _stop_at(self, seq: int, event_type: str, err: Exception) -> None:
+        """Stop at ``seq``: say so in the log (with the traceback the first time), in the
+        file, the gauge and ``stuck``."""
+        name = self.projection.name
+        reason = f"{type(err).__name__}: {err}"[:1000]
+        stuck = Stuck(seq=seq, type=event_type, reason=reason)
+        again = self.stuck is not None and self.stuck.seq == seq
+        self.stuck = stuck
+        _STUCK.labels(name).set(1)
+        _STUCK_SEQ.labels(name).set(seq)
+        emit = log.error if again else log.exception
+        emit(
+            "projection_stuck",
+            projection=name,
+            seq=seq,
+            event_type=event_type,
+            error=reason,
+            hint=stuck.hint(name),
+        )
+        try:
+            with self.engine.begin() as conn:
+                conn.exec_driver_sql(_PUT_STUCK, (name, seq, event_type, reason))
+        except Exception as write_err:  # the log line and the gauge still say it
+            log.warning("projection_stuck_not_recorded", projection=name, error=str(write_err))
+
+    def _resolved(self) -> None:
+        if self.stuck is not None and self.checkpoint() >= self.stuck.seq:
+            log.info("projection_resumed", projection=self.projection.name, seq=self.stuck.seq)
+            self.stuck = None
+            _STUCK.labels(self.projection.name).set(0)
+            _STUCK_SEQ.labels(self.projection.name).set(0)
+
+    def _read_quarantine(self) -> frozenset[int]:
+        try:
+            return frozenset(q.seq for q in read_quarantine(self.quarantine))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            log.error("projection_quarantine_unreadable", path=str(self.quarantine), error=str(err))
+            return frozenset()
+
+    async def _while_stuck(self) -> None:
+        """Wait until the stuck event is quarantined, ``RETRY_STUCK_S`` passed, or stop."""
+        stuck = self.stuck
+        assert stuck is not None
+        async with self._moved:
+            self._moved.notify_all()  # a catch_up(or_stuck) gives up now
+        since = time.monotonic()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), QUARANTINE_POLL_S)
+            self._skip = self._read_quarantine()
+            if stuck.seq in self._skip:
+                name = self.projection.name
+                log.info("projection_skipping_quarantined", projection=name, seq=stuck.seq)
+                return
+            if time.monotonic() - since >= RETRY_STUCK_S:
+                return
 
     async def _advance(self, seq: int) -> None:
         if seq > self._position:
@@ -265,12 +542,23 @@ class ProjectionRunner:
             # Not overlapped with the next fetch: a worker thread applying while the loop
             # parses messages fights it for the GIL and both run slower (measured).
             last = await asyncio.to_thread(self._apply_messages, msgs)
+            await self._advance(last)
+            if self.stuck is not None and last < self.stuck.seq:
+                # not acknowledged: start again after the checkpoint once it may go on
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+                sub = None
+                await self._while_stuck()
+                continue
             with contextlib.suppress(Exception):
                 await msgs[-1].ack()  # AckPolicy.ALL: acknowledges the whole batch
-            await self._advance(last)
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def _type_of(event: Event | UnknownEvent) -> str:
+    return event.type if isinstance(event, UnknownEvent) else event.tag()
 
 
 def _stream_seq(msg: Msg) -> int:
@@ -315,16 +603,26 @@ async def rebuild_projection(
     tmp = db_path.with_suffix(db_path.suffix + ".rebuild")
     for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         p.unlink(missing_ok=True)
-    runner = ProjectionRunner(bus, projection, tmp, subjects=subjects)
+    runner = ProjectionRunner(
+        bus, projection, tmp, subjects=subjects, quarantine=quarantine_path(db_path)
+    )
     task = asyncio.create_task(runner.run())
     try:
         ok = await runner.catch_up(timeout=3600)
+        if runner.stuck is not None:
+            raise ProjectionStuck(projection.name, runner.stuck)
         if not ok:
             raise RuntimeError("rebuild did not catch up")
-    finally:
+    except BaseException:
         runner.stop()
         await task
         runner.engine.dispose()
+        for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
+            p.unlink(missing_ok=True)
+        raise
+    runner.stop()
+    await task
+    runner.engine.dispose()
     for suffix in ("-wal", "-shm"):
         Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     os.replace(tmp, db_path)

@@ -72,8 +72,8 @@ SERVICES: tuple[Service, ...] = (
         host="router_host",
         health="/v2/health/ready",
     ),
-    # reports with charts per model: not written yet
-    Service("reporter", ports=("reporter_metrics_port",), projection=False, planned=True),
+    # one report with charts per model version, rebuilt as its results arrive
+    Service("reporter", ports=("reporter_metrics_port",)),
 )
 
 _BY_NAME = {s.name: s for s in SERVICES}

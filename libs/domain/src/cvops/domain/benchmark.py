@@ -28,6 +28,15 @@ from cvops.domain.errors import Invalid, NotFound
 
 MAX_BATCH_SIZE = 4096
 MAX_CONCURRENCY = 1024
+# Engine -> conversion target -> the precisions it runs that artifact at: what the benchmarker
+# measures, and so what a deployment of an engine at a precision serves.
+ARTIFACT_ENGINES: dict[str, dict[str, tuple[str, ...]]] = {
+    "onnxruntime-cpu": {"onnx": ("fp32",), "fp16": ("fp16",), "int8": ("int8",)},
+    "onnxruntime-cuda": {"onnx": ("fp32",), "fp16": ("fp16",), "int8": ("int8",)},
+    "onnxruntime-tensorrt": {"onnx": ("fp32", "fp16"), "int8": ("int8",)},
+    "openvino-cpu": {"openvino": ("fp32",), "openvino-int8": ("int8",)},
+    "tensorrt": {"tensorrt-fp16": ("fp16",), "tensorrt-int8": ("int8",)},
+}
 
 Status = Literal["requested", "running", "completed", "failed"]
 OPEN: tuple[Status, ...] = ("requested", "running")
@@ -133,6 +142,8 @@ def validate_request(request: BenchmarkRequested) -> None:
     positive(request.p95_ms, "p95_ms")
     positive(request.max_accuracy_drop, "max_accuracy_drop", allow_zero=True)
     positive(request.time_cap_s, "time_cap_s")
+    if not 0 < request.ci_target < 1:
+        raise Invalid(f"ci_target must be a fraction in (0, 1), got {request.ci_target}")
     at_least_one(request.min_requests, "min_requests")
     if request.warmup < 0:
         raise Invalid(f"warmup must be at least 0, got {request.warmup}")
@@ -184,6 +195,7 @@ def request(
         max_accuracy_drop=body.max_accuracy_drop,
         time_cap_s=body.time_cap_s,
         min_requests=body.min_requests,
+        ci_target=body.ci_target,
         dataset=body.dataset,
         dataset_version=body.dataset_version,
         validation_images=body.validation_images,

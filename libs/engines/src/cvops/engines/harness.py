@@ -1,5 +1,6 @@
-"""The benchmark harness: sweep engines x batch size x concurrency, measure until stable, one row
-per cell; an engine that fails yields rows with ``error`` and the sweep goes on."""
+"""The benchmark harness: sweep engines x batch size x concurrency, measure each cell until its p95
+is known to a few percent (or its time cap), one row per cell; an engine that fails yields rows
+with ``error`` and the sweep goes on."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from cvops.engines.errors import EngineUnavailable
 from cvops.engines.measurement import BenchmarkRow
 from cvops.engines.parity import engine_outputs
 from cvops.engines.recommend import BatcherAdvice, Recommendation, pareto_front, recommend
-from cvops.engines.stats import is_stable, summarize
+from cvops.engines.stats import is_settled, is_stable, summarize
 
 __all__ = [
     "BatcherAdvice",
@@ -40,17 +41,29 @@ _POLL_S = 0.02
 
 
 class SweepConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """How long and how hard each cell is measured."""
+    """How long and how hard each cell is measured.
+
+    A cell stops as soon as it is settled: the distribution-free 95% confidence interval of its
+    p95 is within ``±ci_target`` of the p95 and the rolling medians do not drift (the interval
+    assumes latencies that do not trend), checked every ``check_every`` requests once
+    ``min_requests`` are in; else it stops at ``time_cap_s``. Its row is ``stable`` exactly when
+    it settled. The cap bounds a sweep: 36 cells of a small CPU model took 37-39 s on a busy
+    2-core host against 193 s for the reference long run (``time_cap_s=5, early_stop=False``;
+    bench/sweep_time.py).
+    """
 
     batch_sizes: tuple[int, ...] = (1, 8, 32)
     concurrency: tuple[int, ...] = (1, 4, 16)
     warmup: int = 3  # untimed calls per worker thread
-    min_requests: int = 30
-    time_cap_s: float = 5.0  # per cell, after warm-up
+    min_requests: int = 30  # before the first check (a p95's two-sided CI needs 72 anyway)
+    time_cap_s: float = 1.0  # per cell, after warm-up; a cell still unsettled then is unstable
+    ci_target: float = 0.05  # stop once the p95's 95% CI half-width is within this of the p95
+    check_every: int = 10  # requests between two checks
     warmup_timeout_s: float = 600.0  # warm-up includes torch.compile / TensorRT tactic search
     hang_timeout_s: float = 60.0  # an infer call that has not returned by then fails the engine
-    window: int = 10  # samples per rolling-median window
-    cv_threshold: float = 0.05  # stable when the CV of window medians is below this
+    window: int = 10  # samples per rolling-median window (the drift guard)
+    cv_threshold: float = 0.05  # drifting while the CV of the last window medians is above this
+    early_stop: bool = True  # False: every cell runs to its time cap (the reference long run)
     seed: int = 0
 
 
@@ -199,16 +212,20 @@ def _measure_cell(
     except threading.BrokenBarrierError:
         stop.set()
     t0 = time.perf_counter()
+    checked = 0
+    settled = False
     while not stop.is_set():
         time.sleep(_POLL_S)
         memory.sample()
         elapsed = time.perf_counter() - t0
         if elapsed >= cfg.time_cap_s:
             break
-        if len(latencies) >= cfg.min_requests and is_stable(
-            latencies, cfg.window, cfg.cv_threshold
-        ):
-            break
+        count = len(latencies)
+        if cfg.early_stop and count >= max(cfg.min_requests, checked + cfg.check_every):
+            checked = count
+            settled = _settled(latencies[:count], cfg)
+            if settled:
+                break
     stop.set()
     deadline = time.perf_counter() + cfg.hang_timeout_s
     for thread in threads:
@@ -247,10 +264,18 @@ def _measure_cell(
         ci95_low_ms=stats.ci95_low_ms,
         ci95_high_ms=stats.ci95_high_ms,
         cv=stats.cv,
-        stable=is_stable(samples, cfg.window, cfg.cv_threshold),
+        # the rule's verdict when it stopped the cell; the calls still in flight then are kept
+        stable=settled or _settled(samples, cfg),
         throughput_ips=len(samples) * len(batch) / window_s,
         peak_rss_mb=memory.peak_rss_mb,
         gpu_mem_mb=memory.peak_gpu_mb,
+    )
+
+
+def _settled(latencies: list[float] | np.ndarray, cfg: SweepConfig) -> bool:
+    """The stopping rule: the p95's CI is tight and the latencies do not drift."""
+    return is_settled(latencies, cfg.ci_target) and is_stable(
+        latencies, cfg.window, cfg.cv_threshold
     )
 
 

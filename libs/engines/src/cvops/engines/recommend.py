@@ -12,6 +12,7 @@ from cvops.engines.measurement import BenchmarkRow
 
 REFERENCE_ENGINE = ("torch-eager", "fp32")
 _MIN_BATCH_GAIN = 1.05  # a larger batch is preferred only if it buys 5% more throughput
+_UNSETTLED = "its p95 did not settle within the time cap (not stable): measure it longer"
 
 
 class BatcherAdvice(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,6 +55,9 @@ def recommend(
     reference_accuracy: float | None = None,
 ) -> Recommendation:
     """The highest-throughput row whose p95 and accuracy drop meet the SLA.
+
+    Under a p95 SLA, stable rows (their p95 is known to a few percent) are preferred to rows
+    whose p95 did not settle; an unstable pick or closest miss says so in the reason.
 
     Args:
         rows: the sweep's rows (failed rows are ignored).
@@ -100,14 +104,20 @@ def recommend(
 
     ok = [r for r in measured if meets(r)]
     if ok:
-        pick = min(ok, key=lambda r: (-_thr(r), _p95(r), -(r.accuracy or 0.0), r.engine))
+        # under a p95 SLA, a row whose p95 settled beats one whose p95 may yet be over the bound
+        settled = [r for r in ok if r.stable] if p95_ms is not None else []
+        pool = settled or ok
+        pick = min(pool, key=lambda r: (-_thr(r), _p95(r), -(r.accuracy or 0.0), r.engine))
         d = drop(pick)
         acc = "" if pick.accuracy is None else f", accuracy {pick.accuracy * 100:.2f}%"
         acc += "" if d is None else f" (drop {d:.2f} pts)"
-        reason = (
-            f"{_name(pick)}: {_thr(pick):.0f} images/s at p95 {_p95(pick):.2f} ms{acc}; "
-            f"the highest throughput of {len(ok)} of {len(measured)} measured rows meeting {sla}"
-        )
+        among = f"{len(ok)} of {len(measured)} measured rows meeting {sla}"
+        if settled:
+            among = f"{len(settled)} stable rows of the {among}"
+        reason = f"{_name(pick)}: {_thr(pick):.0f} images/s at p95 {_p95(pick):.2f} ms{acc}; "
+        reason += f"the highest throughput of {among}"
+        if not pick.stable:
+            reason += f"; {_UNSETTLED}"
         advice = batcher_advice(measured, pick, p95_ms)
         return replace(base, pick=pick, met_sla=True, reason=reason, batcher=advice)
 
@@ -128,6 +138,8 @@ def recommend(
     if d is not None:
         parts.append(f"accuracy drop {d:.2f} pts")
     reason = f"nothing meets {sla}; closest is {_name(closest)} ({', '.join(parts)})"
+    if not closest.stable:
+        reason += f"; {_UNSETTLED}"
     return replace(base, reason=reason, closest=closest)
 
 

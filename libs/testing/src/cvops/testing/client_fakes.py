@@ -353,6 +353,8 @@ def deployment(body: CreateDeployment, *, correlation_id: str, user: str, outcom
         "model_name": body.model_name,
         "version": body.version,
         "engine": body.engine,
+        "precision": body.precision,
+        "benchmark_id": body.from_benchmark,
         "canary": canary,
         "public": body.public,
         "max_batch_size": body.max_batch_size,

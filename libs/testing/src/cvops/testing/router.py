@@ -154,11 +154,13 @@ class RouterProcess:
         except OSError:
             return ""
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        return http_call("GET", f"http://{self.http}{path}", timeout=timeout)
+    def get(self, path: str, timeout: float = 5.0, token: str | None = None) -> tuple[int, bytes]:
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        return http_call("GET", f"http://{self.http}{path}", headers=headers, timeout=timeout)
 
-    def status(self) -> dict[str, Any]:
-        code, body = self.get("/v1/status")
+    def status(self, token: str | None = None) -> dict[str, Any]:
+        """``/v1/status`` (without a token: public deployments only)."""
+        code, body = self.get("/v1/status", token=token)
         assert code == 200, body
         return json.loads(body)
 
@@ -295,18 +297,21 @@ async def request_deployment(
     version: int,
     *,
     actor: str = "admin",
-    canary: tuple[int, float] | None = None,
+    canary: tuple[int, float] | Canary | None = None,
     public: bool = True,
-    **batching: Any,
+    **fields: Any,
 ) -> DeploymentRequested:
+    """Publish ``deployment.requested`` (``fields``: engine, precision, served, batching)."""
+    if isinstance(canary, tuple):
+        canary = Canary(model_version=canary[0], weight_percent=canary[1])
     event = DeploymentRequested(
         **stamp(actor).envelope(f"deploy/{deployment}/{version}"),
         deployment=deployment,
         model_name=model_name,
         version=version,
-        canary=Canary(model_version=canary[0], weight_percent=canary[1]) if canary else None,
+        canary=canary,
         public=public,
-        **batching,
+        **fields,
     )
     await bus.publish(event)
     return event
@@ -335,17 +340,30 @@ async def wait_event(
     bus: Bus, deployment: str, name: str, after: int = 0, timeout: float = 30
 ) -> Event:
     """The newest ``deployment.<name>`` event of a deployment with a sequence > ``after``."""
-    subject = f"cvops.evt.deployment.{subject_token(f'deployment-{deployment}')}.{name}"
+    return await _first_of(bus, deployment, (name,), after, timeout)
+
+
+async def wait_outcome(bus: Bus, deployment: str, after: int, timeout: float = 60) -> Event:
+    """The first ``deployment.ready`` or ``deployment.failed`` of a deployment after ``after``."""
+    return await _first_of(bus, deployment, ("ready", "failed"), after, timeout)
+
+
+async def _first_of(
+    bus: Bus, deployment: str, names: tuple[str, ...], after: int, timeout: float
+) -> Event:
+    token = subject_token(f"deployment-{deployment}")
+    subjects = [f"cvops.evt.deployment.{token}.{n}" for n in names]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        seq = await bus.last_subject_seq(subject)
-        if seq > after:
-            msg = await bus.js.get_msg(STREAM, seq)
-            event = decode(msg.data or b"")
-            assert isinstance(event, Event)
-            return event
+        for subject in subjects:
+            seq = await bus.last_subject_seq(subject)
+            if seq > after:
+                msg = await bus.js.get_msg(STREAM, seq)
+                event = decode(msg.data or b"")
+                assert isinstance(event, Event)
+                return event
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"no {subject} after seq {after}")
+    raise TimeoutError(f"no {' or '.join(subjects)} after seq {after}")
 
 
 def binary_request(x: np.ndarray, name: str = "input") -> tuple[bytes, dict[str, str]]:

@@ -26,6 +26,7 @@ from cvops.contracts.conversion import (
 )
 from cvops.core.catalog import DatasetView, ModelVersionView
 from cvops.domain.benchmark import (
+    ARTIFACT_ENGINES,
     BenchmarkState,
     RowKey,
     check_model,
@@ -40,14 +41,6 @@ SOURCE = "source"  # the artifact label of rows measured on the model version's 
 MAX_ATTEMPTS = 10  # deliveries of one job before it fails (the benchmarker died every time)
 TORCH_ENGINES = ("torch-eager", "torch-compiled")
 TORCH_FORMATS = ("safetensors", "torchscript", "torch_export")
-# conversion target -> precision, per engine that runs artifacts
-ARTIFACT_ENGINES: dict[str, dict[str, tuple[str, ...]]] = {
-    "onnxruntime-cpu": {"onnx": ("fp32",), "fp16": ("fp16",), "int8": ("int8",)},
-    "onnxruntime-cuda": {"onnx": ("fp32",), "fp16": ("fp16",), "int8": ("int8",)},
-    "onnxruntime-tensorrt": {"onnx": ("fp32", "fp16"), "int8": ("int8",)},
-    "openvino-cpu": {"openvino": ("fp32",), "openvino-int8": ("int8",)},
-    "tensorrt": {"tensorrt-fp16": ("fp16",), "tensorrt-int8": ("int8",)},
-}
 
 
 # -- views ------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """The benchmarker's projection: model versions and data sets the registry validated, the
-artifacts conversions produced, and every benchmark (its folded state and its rows).
+artifacts conversions produced, and every benchmark (the aggregate table ``cvops.core.jobs``
+declares: its folded state and one row per measured cell).
 
 Rows come from events only and every ``apply`` is an upsert or a fold keyed by the event's
 sequence, so applying an event twice or rebuilding from the log gives identical rows.
@@ -11,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
-from cvops.benchmarker.handlers import ArtifactView, DatasetView, ModelVersionView
+from cvops.benchmarker.handlers import ArtifactView
 from cvops.contracts import SUBJECT_PREFIX, Event
-from cvops.contracts.conversion import ArtifactProduced, BenchmarkRow, BenchmarkRowMeasured
+from cvops.contracts.conversion import ArtifactProduced, BenchmarkRow
 from cvops.contracts.registry import DatasetValidated, ModelVersionAdded
 from cvops.core import Settings
 from cvops.core.catalog import Catalog
-from cvops.domain.benchmark import BenchmarkState, evolve
+from cvops.core.jobs import benchmark_jobs_table, job_summaries
 
 SUBJECTS = [
     f"{SUBJECT_PREFIX}.registry.>",
@@ -44,41 +45,14 @@ artifacts = Table(
     Column("view", Text, nullable=False),  # ArtifactView as JSON
 )
 
-benchmarks = Table(
-    "benchmarks",
-    metadata,
-    Column("job_id", String, primary_key=True),
-    Column("model_name", String, nullable=False, index=True),
-    Column("version", Integer, nullable=False),
-    Column("actor", String, nullable=False),
-    Column("status", String, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("requested_at", String, nullable=False),
-    Column("updated_at", String, nullable=False),
-    Column("state", Text, nullable=False),  # BenchmarkState as JSON
-)
-
-benchmark_rows = Table(
-    "benchmark_rows",
-    metadata,
-    Column("job_id", String, primary_key=True),
-    Column("engine", String, primary_key=True),
-    Column("precision", String, primary_key=True),
-    Column("artifact", String, primary_key=True),
-    Column("batch_size", Integer, primary_key=True),
-    Column("concurrency", Integer, primary_key=True),
-    Column("seq", Integer, nullable=False),
-    Column("p95_ms", Float),
-    Column("throughput_ips", Float),
-    Column("accuracy", Float),
-    Column("error", Text),
-    Column("row", Text, nullable=False),  # BenchmarkRow as JSON
-)
+# every benchmark: the domain's BenchmarkState (its rows in the order they were measured, the
+# first per cell) and its ``benchmark_rows``
+jobs = benchmark_jobs_table(metadata)
+benchmarks = jobs.table
+benchmark_rows = jobs.children[0].table
 
 _encode = msgspec.json.Encoder().encode
-_decode_state = msgspec.json.Decoder(BenchmarkState).decode
 _decode_artifact = msgspec.json.Decoder(ArtifactView).decode
-_decode_row = msgspec.json.Decoder(BenchmarkRow).decode
 
 
 def _json(value: Any) -> str:
@@ -89,7 +63,9 @@ class BenchmarkerProjection:
     """Folds registry, conversion and benchmark events into SQLite."""
 
     name = "benchmarker"
-    version = 2  # the ``state`` column holds a BenchmarkState (its rows and its end)
+    # 2: the ``state`` column holds a BenchmarkState (its rows and its end)
+    # 3: benchmarks are cvops.core.jobs' aggregate table, ``benchmark_rows`` its children
+    version = 3
     metadata = metadata
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
@@ -109,58 +85,8 @@ class BenchmarkerProjection:
                     )
                     .on_conflict_do_nothing()  # one result per target and job
                 )
-            case _ if event.context == "benchmark":
-                self._job_event(session, event, seq)
-
-    def _job_event(self, session: Session, event: Event, seq: int) -> None:
-        job_id = str(getattr(event, "job_id", ""))
-        before = load_job(session, job_id)
-        if before is not None and seq <= before.last_seq:
-            return
-        state = evolve(before, event)
-        if state is None:
-            return
-        state = msgspec.structs.replace(state, last_seq=seq)
-        row = {
-            "status": state.status,
-            "reason": state.reason,
-            "updated_at": event.occurred_at.isoformat(),
-            "state": _json(state),
-        }
-        session.execute(
-            insert(benchmarks)
-            .values(
-                job_id=job_id,
-                model_name=state.request.model_name,
-                version=state.request.version,
-                actor=state.request.actor,
-                requested_at=state.request.occurred_at.isoformat(),
-                **row,
-            )
-            .on_conflict_do_update(index_elements=["job_id"], set_=row)
-        )
-        if isinstance(event, BenchmarkRowMeasured) and len(state.rows) > len(
-            before.rows if before else []
-        ):
-            r = event.row  # a cell's first row is its only one
-            session.execute(
-                insert(benchmark_rows)
-                .values(
-                    job_id=job_id,
-                    engine=r.engine,
-                    precision=r.precision,
-                    artifact=r.artifact,
-                    batch_size=r.batch_size,
-                    concurrency=r.concurrency,
-                    seq=seq,
-                    p95_ms=r.p95_ms,
-                    throughput_ips=r.throughput_ips,
-                    accuracy=r.accuracy,
-                    error=r.error,
-                    row=_json(r),
-                )
-                .on_conflict_do_nothing()
-            )
+            case _:
+                jobs.apply(session, event, seq)
 
 
 projection = BenchmarkerProjection()
@@ -174,18 +100,10 @@ def db_path(settings: Settings) -> Path:
 # -- queries ----------------------------------------------------------------------------------
 
 
-def load_job(session: Session, job_id: str) -> BenchmarkState | None:
-    value = session.execute(select(benchmarks.c.state).where(benchmarks.c.job_id == job_id))
-    state = value.scalar()
-    return _decode_state(state) if state else None
-
-
-def model_version(session: Session, name: str, version: int) -> ModelVersionView | None:
-    return catalog.model_version(session, name, version)
-
-
-def dataset_versions(session: Session) -> dict[str, list[DatasetView]]:
-    return catalog.dataset_versions(session)
+# a job's folded state (None when its request was not seen); the catalogue's reads
+load_job = jobs.get
+model_version = catalog.model_version
+dataset_versions = catalog.dataset_versions
 
 
 def model_artifacts(session: Session, name: str, version: int) -> list[ArtifactView]:
@@ -200,16 +118,10 @@ def model_artifacts(session: Session, name: str, version: int) -> list[ArtifactV
 
 def job_rows(session: Session, job_id: str) -> list[BenchmarkRow]:
     """The rows of a benchmark in the order they were measured."""
-    rows = session.execute(
-        select(benchmark_rows.c.row)
-        .where(benchmark_rows.c.job_id == job_id)
-        .order_by(benchmark_rows.c.seq)
-    ).all()
-    return [_decode_row(v) for (v,) in rows]
+    state = jobs.get(session, job_id)
+    return list(state.rows) if state is not None else []
 
 
 def list_jobs(session: Session) -> list[dict[str, Any]]:
     """Every benchmark, newest first (without the folded state)."""
-    cols = [c for c in benchmarks.c if c.name != "state"]
-    rows = session.execute(select(*cols).order_by(benchmarks.c.requested_at.desc())).all()
-    return [dict(r._mapping) for r in rows]
+    return job_summaries(jobs, session)

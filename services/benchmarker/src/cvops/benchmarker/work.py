@@ -436,6 +436,7 @@ def _sweep(
         warmup=req.warmup,
         min_requests=req.min_requests,
         time_cap_s=req.time_cap_s,
+        ci_target=req.ci_target,
     )
     run_sweep(targets, prep.images, prep.labels, config=config, on_row=on_row, done=done)
 

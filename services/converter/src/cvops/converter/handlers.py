@@ -220,6 +220,7 @@ class JobFacts(msgspec.Struct, frozen=True, kw_only=True):
     input_shape: list[int]
     normalization: dict[str, list[float]]
     opset: int | None
+    probe: ArtifactRef | None = None  # validation inputs + the source's outputs on them
 
 
 def _keys(req: ConversionRequested) -> dict[str, Any]:
@@ -287,6 +288,7 @@ def produced(
         calibration=calibration,
         opset=facts.opset,
         details=dict(details or {}),
+        probe=facts.probe,
     )
 
 

@@ -54,6 +54,7 @@ from cvops.domain.conversion import Outcome
 
 log = get_logger(__name__)
 
+PROBE_IMAGES = 16  # validation images kept with the artifacts for the served-output check
 CALIBRATED = ("int8", "openvino-int8", "tensorrt-int8")
 MEDIA_TYPES = {
     ".onnx": "application/onnx",
@@ -181,6 +182,7 @@ class Converter:
             input_shape=prepared.images.fit.shape,
             normalization=prepared.images.normalization,
             opset=prepared.opset,
+            probe=await self._store_probe(prepared, workdir),
         )
         await job.publish(
             handlers.started(
@@ -205,6 +207,16 @@ class Converter:
             await job.publish(event)
             results[target] = outcome.kind
             bound.info("target_done", target=target, outcome=outcome.kind, reason=outcome.reason)
+
+    async def _store_probe(self, prepared: _Prepared, workdir: Path) -> ArtifactRef:
+        """A few validation inputs with the source's outputs on them: a deployment of any
+        of the job's artifacts checks what Triton serves against them."""
+        path = workdir / "probe.npz"
+        n = min(PROBE_IMAGES, len(prepared.images.val))
+        inputs = np.ascontiguousarray(prepared.images.val[:n], dtype=np.float32)
+        reference = np.ascontiguousarray(prepared.reference[:n], dtype=np.float32)
+        await asyncio.to_thread(np.savez, path, inputs=inputs, reference=reference)
+        return await self.store.put_file(path, filename="probe.npz")
 
     async def _cached(self, ref: ArtifactRef) -> Path:
         path = self.cache_dir / ref.sha256

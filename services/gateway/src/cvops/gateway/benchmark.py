@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import msgspec
 from litestar import Controller, get, post
-from sqlalchemy import Column, Integer, String, Text
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
@@ -27,7 +26,7 @@ from cvops.contracts.conversion import (
     BenchmarkCompleted,
 )
 from cvops.contracts.identity import Permission
-from cvops.core.aggregates import AggregateTable, Children
+from cvops.core.jobs import benchmark_jobs_table
 from cvops.domain import benchmark as rules
 from cvops.gateway import conversion as conversions
 from cvops.gateway.auth import AuthRequest, Principal, allow
@@ -36,7 +35,6 @@ from cvops.gateway.catalog.rules import dataset_named
 from cvops.gateway.core import (
     Fold,
     Gateway,
-    as_json,
     correlation_id,
     metadata,
     new_job_id,
@@ -71,43 +69,13 @@ def request_benchmark(
 # -- projection --------------------------------------------------------------------------------
 
 
-def _job_key(event: Event) -> tuple[str] | None:
-    return (str(getattr(event, "job_id", "")),) if event.context == "benchmark" else None
-
-
 # One aggregate per benchmark job, folded by the domain, and one row per measured cell.
-benchmarks = AggregateTable(
-    metadata,
-    "benchmarks",
-    rules.BenchmarkState,
-    key=[Column("job_id", String)],
-    key_of=_job_key,
-    evolve=rules.evolve,
-    columns=[
-        (Column("model_name", String, nullable=False), lambda s: s.request.model_name),
-        (Column("version", Integer, nullable=False), lambda s: s.request.version),
-        Column("status", String, nullable=False),
-    ],
-    children=[
-        Children(
-            "benchmark_rows",
-            lambda s: s.rows,
-            key=[
-                Column("engine", String),
-                Column("precision", String),
-                Column("artifact", String),
-                Column("batch_size", Integer),
-                Column("concurrency", Integer),
-            ],
-            columns=[(Column("body", Text, nullable=False), as_json)],
-        )
-    ],
-)
+benchmarks = benchmark_jobs_table(metadata)
 
 
 def fold_benchmark(session: Session, event: Event, seq: int, at: str) -> None:
     """Benchmark jobs, their measured rows and the recommendation."""
-    benchmarks.apply(session, event)
+    benchmarks.apply(session, event, seq)
 
 
 # Event context -> this context's fold of it.

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import msgspec
 from litestar import Controller, get, post
-from sqlalchemy import Column, Integer, String
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
@@ -24,7 +23,7 @@ from cvops.contracts.api import (
     ModelVersionView,
 )
 from cvops.contracts.identity import Permission
-from cvops.core.aggregates import AggregateTable
+from cvops.core.jobs import conversion_jobs_table
 from cvops.domain import conversion as rules
 from cvops.gateway.auth import AuthRequest, Principal, allow
 from cvops.gateway.catalog import projection as catalog
@@ -74,29 +73,13 @@ def request_conversion(
 # -- projection --------------------------------------------------------------------------------
 
 
-def _job_key(event: Event) -> tuple[str] | None:
-    return (str(getattr(event, "job_id", "")),) if event.context == "conversion" else None
-
-
 # One aggregate per conversion job, folded by the domain (the engines produced: ``catalog``).
-conversions = AggregateTable(
-    metadata,
-    "conversions",
-    rules.ConversionState,
-    key=[Column("job_id", String)],
-    key_of=_job_key,
-    evolve=rules.evolve,
-    columns=[
-        (Column("model_name", String, nullable=False), lambda s: s.request.model_name),
-        (Column("version", Integer, nullable=False), lambda s: s.request.version),
-        Column("status", String, nullable=False),
-    ],
-)
+conversions = conversion_jobs_table(metadata)
 
 
 def fold_conversion(session: Session, event: Event, seq: int, at: str) -> None:
     """Conversion jobs and each target's outcome (the catalog folds the engines produced)."""
-    conversions.apply(session, event)
+    conversions.apply(session, event, seq)
 
 
 # Event context -> this context's fold of it.

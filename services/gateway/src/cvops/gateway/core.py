@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
 from cvops.core import Bus, ProjectionRunner, Settings, get_logger, write_aggregate
+from cvops.domain.checks import check_storable
 from cvops.gateway.metrics import GatewayMetrics
 
 log = get_logger(__name__)
@@ -53,7 +54,9 @@ class Gateway:
         return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
 
     async def append(self, events: list[Event]) -> int:
-        """Publish events in order, unguarded (each one's ``Nats-Msg-Id`` dedupes a re-publish)."""
+        """Publish events in order, unguarded (each one's ``Nats-Msg-Id`` dedupes a re-publish);
+        all of them are checked storable first, so none goes out when one is refused."""
+        check_storable(events)
         seq = 0
         for event in events:
             seq = (await self.bus.publish(event)).seq

@@ -1,24 +1,26 @@
-"""Deployments: serve a model version behind Triton (or retire it).
+"""Deployments: serve a model version's artifact behind Triton (or retire it).
 
 The rules and the fold are ``cvops.domain.deployment``'s; here: the ``deployments`` aggregate
-table and its reads, the use cases and the routes.
+table and its reads, the use cases (which artifact an engine and precision serve, a
+benchmark's pick) and the routes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import msgspec
 from litestar import Controller, delete, get, post
-from sqlalchemy import Column, String
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
 from cvops.contracts.api import CreateDeployment, DeploymentView, ModelVersionView
-from cvops.contracts.deployment import Canary
+from cvops.contracts.deployment import Canary, ServedArtifact
 from cvops.contracts.identity import Permission
-from cvops.core.aggregates import AggregateTable
+from cvops.core.jobs import deployments_table
 from cvops.domain import deployment as rules
 from cvops.domain.deployment import DeploymentState, parse_canary
+from cvops.gateway import benchmark
 from cvops.gateway.auth import AuthRequest, Principal, allow
 from cvops.gateway.catalog import projection as catalog
 from cvops.gateway.core import Fold, Gateway, correlation_id, metadata, provide
@@ -35,26 +37,46 @@ def request_deployment(
     version: ModelVersionView | None,
     canary_version: ModelVersionView | None,
     stamp: Stamp,
+    served: ServedArtifact | None = None,
 ) -> list[Event]:
-    """Serve a model version (and optionally a canary of another version) under a name."""
+    """Serve a model version (and optionally a canary arm) under a name."""
     formats: dict[int, str | None] = {body.version: version.format if version else None}
     if canary is not None and canary.model_version != body.version:
         formats[canary.model_version] = canary_version.format if canary_version else None
-    return rules.request_deployment(body, canary=canary, formats=formats, stamp=stamp)
+    return rules.request_deployment(
+        body, canary=canary, formats=formats, stamp=stamp, served=served
+    )
+
+
+def _served(
+    s: Session,
+    body: CreateDeployment,
+    version: int,
+    engine: str,
+    precision: str,
+    rec: rules.Recommendation | None,
+) -> ServedArtifact | None:
+    """The artifact ``engine`` at ``precision`` serves (None: no such version, refused later)."""
+    found = catalog.get_version(s, body.model_name, version)
+    if found is None:
+        return None
+    return rules.choose_artifact(
+        body.model_name,
+        version,
+        engine,
+        precision,
+        source_format=found.format,
+        source=found.artifact,
+        produced=catalog.list_engine_artifacts(s, body.model_name, version),
+        made_by=rec.made_by if rec else None,
+        conversion_job=rec.conversion_job if rec else None,
+    )
 
 
 # -- projection --------------------------------------------------------------------------------
 
 # Each deployment's state: its last requested spec, the outcome and the version it serves.
-DEPLOYMENTS = AggregateTable(
-    metadata,
-    "deployments",
-    DeploymentState,
-    key=[Column("name", String)],
-    key_of=lambda e: None if (k := rules.deployment_key(e)) is None else (k,),
-    evolve=rules.evolve_deployment,
-    columns=[Column("status", String, nullable=False)],
-)
+DEPLOYMENTS = deployments_table(metadata)
 
 
 def fold_deployment(session: Session, event: Event, seq: int, at: str) -> None:
@@ -68,11 +90,17 @@ FOLDS: dict[str, Fold] = {"deployment": fold_deployment}
 
 def deployment_view(state: DeploymentState) -> DeploymentView:
     spec = state.requested
+    served = spec.served
     return DeploymentView(
         deployment=state.deployment,
         model_name=spec.model_name,
         version=spec.version,
         engine=spec.engine,
+        precision=spec.precision,
+        artifact_sha256=served.artifact.sha256 if served else None,
+        artifact_target=served.target if served else None,
+        benchmark_id=spec.benchmark_id,
+        checks=dict(state.checks) if state.serving == spec else {},
         canary=spec.canary,
         public=spec.public,
         max_batch_size=spec.max_batch_size,
@@ -111,19 +139,43 @@ class DeploymentService:
     async def deploy(
         self, who: Principal, body: CreateDeployment, correlation_id: str
     ) -> DeploymentView:
-        """Append ``deployment.requested``; the router answers ready or failed."""
+        """Append ``deployment.requested``; the router answers ready or failed.
+
+        The request names the artifact served (by sha256): the one the engine and precision
+        serve, or the pick of ``from_benchmark`` / the newest completed benchmark.
+        """
         canary = parse_canary(body.canary, body.model_name) if body.canary else None
         with self.gateway.session() as s:
+            rec = None
+            bench_id = body.from_benchmark
+            if body.recommended and bench_id is None:
+                states = benchmark.benchmarks.states(s)
+                bench_id = rules.newest_completed(states, body.model_name, body.version)
+            if bench_id is not None:
+                found = benchmark.benchmarks.get(s, bench_id)
+                rec = rules.recommendation(found, bench_id, body.model_name, body.version)
+                body = rules.with_recommendation(body, rec)
             version = catalog.get_version(s, body.model_name, body.version)
-            canary_version = (
-                catalog.get_version(s, body.model_name, canary.model_version) if canary else None
-            )
+            served = _served(s, body, body.version, body.engine, body.precision, rec)
+            canary_version = None
+            if canary is not None:
+                canary_version = catalog.get_version(s, body.model_name, canary.model_version)
+                if canary.engine is not None or canary.precision is not None:
+                    engine = canary.engine or body.engine
+                    precision = canary.precision or body.precision
+                    canary = msgspec.structs.replace(
+                        canary,
+                        engine=engine,
+                        precision=precision,
+                        served=_served(s, body, canary.model_version, engine, precision, None),
+                    )
         events = request_deployment(
             body,
             canary=canary,
             version=version,
             canary_version=canary_version,
             stamp=self.gateway.stamp(who.username, correlation_id),
+            served=served,
         )
         await self.gateway.write(events)
         return self.deployment(body.deployment or body.model_name)
@@ -160,7 +212,7 @@ class DeploymentsController(Controller):
     guards = [allow(Permission.READ)]
     dependencies = provide("deployment")
 
-    @post("/", status_code=202, guards=[deploy], responses=refusals(404, 422))
+    @post("/", status_code=202, guards=[deploy], responses=refusals(404, 409, 422))
     async def create_deployment(
         self, request: AuthRequest, data: CreateDeployment, service: DeploymentService
     ) -> DeploymentView:

@@ -97,6 +97,14 @@ def _nats(request: Request, exc: nats.errors.Error) -> Response:
     return error_response(503, "the event log is unreachable; retry shortly")
 
 
+def _too_deep(request: Request, exc: RecursionError) -> Response:
+    # msgspec gives up on a JSON body nested deeper than Python's recursion limit: the
+    # client's mistake (or attack), answered like any malformed body, without a traceback
+    if "deserializing" not in str(exc):
+        return _internal(request, exc)
+    return error_response(400, "the JSON body is nested too deeply")
+
+
 def _internal(request: Request, exc: Exception) -> Response:
     correlation_id = request.scope.get("state", {}).get("correlation_id", "")
     log.exception(
@@ -112,5 +120,6 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     TooLarge: _too_large,
     ConcurrencyConflict: _conflict,
     nats.errors.Error: _nats,
+    RecursionError: _too_deep,
     Exception: _internal,
 }

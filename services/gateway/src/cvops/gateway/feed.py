@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, encode
 from cvops.contracts.identity import Permission
+from cvops.domain.checks import INT64_MAX
 from cvops.gateway.auth import allow
 from cvops.gateway.core import Gateway, metadata, provide
 from cvops.gateway.errors import Invalid
@@ -167,6 +168,8 @@ class EventsController(Controller):
             after = int(last_event_id) if last_event_id else 0
         except ValueError as err:
             raise Invalid("Last-Event-ID must be a stream sequence number") from err
+        if not 0 <= after <= INT64_MAX:
+            raise Invalid("Last-Event-ID must be a stream sequence number")
 
         async def messages() -> AsyncIterator[ServerSentEventMessage]:
             async for item in service.correlated(correlation_id, after, follow=follow):

@@ -1,5 +1,6 @@
 """Probes and metrics: ``/health/live``, ``/health/ready`` (NATS connected, the projection
-caught up and close behind the stream) and ``/metrics`` (Prometheus)."""
+caught up, close behind the stream and not stuck at an event it cannot apply) and
+``/metrics`` (Prometheus)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cvops.contracts.api import Health
+from cvops.core.projection import PROJECTION_METRICS
 from cvops.gateway.core import Gateway, provide
 
 READY_MAX_LAG = 1000
@@ -27,7 +29,14 @@ class HealthService:
         gateway = self.gateway
         connected = gateway.bus.nc.is_connected
         lag = await self.projection_lag() if connected else None
-        ok = connected and gateway.caught_up and lag is not None and lag <= READY_MAX_LAG
+        stuck = gateway.runner.stuck
+        ok = (
+            connected
+            and gateway.caught_up
+            and stuck is None
+            and lag is not None
+            and lag <= READY_MAX_LAG
+        )
         return Health(
             status="ok" if ok else "down",
             checks={
@@ -35,6 +44,15 @@ class HealthService:
                 "caught_up": gateway.caught_up,
                 "projection_position": gateway.runner.position,
                 "projection_lag": lag,
+                # the event the projection cannot apply (see docs/operations.md)
+                "projection_stuck": None
+                if stuck is None
+                else {
+                    "seq": stuck.seq,
+                    "type": stuck.type,
+                    "reason": stuck.reason,
+                    "resolve": stuck.hint("gateway"),
+                },
             },
         )
 
@@ -42,7 +60,7 @@ class HealthService:
         """The Prometheus text format, with the projection's lag measured now."""
         if self.gateway.bus.nc.is_connected:
             await self.projection_lag()
-        return generate_latest(self.gateway.metrics.registry)
+        return generate_latest(self.gateway.metrics.registry) + generate_latest(PROJECTION_METRICS)
 
     async def projection_lag(self) -> int | None:
         gateway = self.gateway
@@ -75,7 +93,8 @@ class HealthController(Controller):
 
     @get("/health/ready", responses={503: NOT_READY})
     async def ready(self, service: HealthService) -> Response[Health]:
-        """Ready when NATS is connected and the projection has caught up with the log.
+        """Ready when NATS is connected and the projection has caught up with the log (and
+        is not stuck at an event it cannot apply).
 
         Returns:
             200 with the checks, or 503 with the same body when not ready.

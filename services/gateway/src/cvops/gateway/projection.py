@@ -47,7 +47,9 @@ class GatewayProjection:
     # 2: identity, the catalog and deployments as aggregate tables folded by cvops.domain
     # 3: training jobs hold the domain's JobState (``jobs.state``)
     # 4: conversions and benchmarks as aggregate tables folded by cvops.domain
-    version = 4
+    # 5: catalog and training tables are cvops.core's (the catalog in the registry's layout);
+    #    deployments serve artifacts (engine, precision, served, checks)
+    version = 5
 
     def __init__(self) -> None:
         # per event context: committed batches that had one of its events (a cache's key)

@@ -25,6 +25,7 @@ from cvops.inference_router.triton import LocalTriton
 
 MAX_BODY = 512 * 1024 * 1024
 REQUEST_KEY = "X-Request-Key"
+AUTHORIZATION = "Authorization"
 JSON = "application/json"
 
 
@@ -96,6 +97,7 @@ class KServeHttp:
         name = request.match_info["name"]
         pinned = request.match_info.get("version")
         try:
+            self.proxy.authorize(name, request.headers.get(AUTHORIZATION))
             self.proxy.resolve(name, pinned, None)
             status, headers, body = await self.proxy.http(
                 name, int(pinned) if pinned else None, "GET", request.raw_path, None, {}
@@ -108,34 +110,44 @@ class KServeHttp:
         name = request.match_info["name"]
         pinned = request.match_info.get("version")
         try:
+            self.proxy.authorize(name, request.headers.get(AUTHORIZATION))
             self.proxy.resolve(name, pinned, None)
         except RouteError as err:
             return kserve_error(err)
         ok = self.proxy.pool.serving(name, int(pinned) if pinned else None)
         return web.Response(status=200 if ok else 503)
 
-    async def all_stats(self, _request: web.Request) -> web.Response:
+    async def all_stats(self, request: web.Request) -> web.Response:
+        """Triton's statistics of the deployments this caller may list."""
         try:
+            names = {d.name for d in self.proxy.visible(request.headers.get(AUTHORIZATION))}
             status, body = await self.proxy.any_instance("/v2/models/stats")
         except RouteError as err:
             return kserve_error(err)
+        if status == 200:
+            stats = json.loads(body)
+            stats["model_stats"] = [
+                m for m in stats.get("model_stats", []) if m.get("name") in names
+            ]
+            body = json.dumps(stats).encode()
         return web.Response(status=status, body=body, content_type=JSON)
 
-    async def repository_index(self, _request: web.Request) -> web.Response:
+    async def repository_index(self, request: web.Request) -> web.Response:
+        """Deployments and their state: the public ones without a token, all with one."""
+        try:
+            entries = self.proxy.index(request.headers.get(AUTHORIZATION))
+        except RouteError as err:
+            return kserve_error(err)
         index = []
-        for d in self.proxy.routes.all.values():
-            if d.status == "retired":
-                continue
-            for v in d.versions:
-                ready = d.routable and self.proxy.pool.serving(d.name, v)
-                entry: dict[str, Any] = {
-                    "name": d.name,
-                    "version": str(v),
-                    "state": "READY" if ready else "UNAVAILABLE",
-                }
-                if not ready and d.reason:
-                    entry["reason"] = d.reason
-                index.append(entry)
+        for e in entries:
+            entry: dict[str, Any] = {
+                "name": e.name,
+                "version": str(e.version),
+                "state": "READY" if e.ready else "UNAVAILABLE",
+            }
+            if e.reason:
+                entry["reason"] = e.reason
+            index.append(entry)
         return web.Response(body=json.dumps(index).encode(), content_type=JSON)
 
     async def repository_control(self, request: web.Request) -> web.Response:
@@ -166,7 +178,7 @@ class KServeHttp:
                 name,
                 request.match_info.get("version"),
                 request.headers.get(REQUEST_KEY),
-                request.headers.get("Authorization"),
+                request.headers.get(AUTHORIZATION),
                 body,
                 headers,
             )
@@ -191,10 +203,10 @@ class KServeHttp:
         except ValueError:
             return cvops_error(400, "bad_request", "k must be an integer")
         try:
+            self.proxy.authorize(name, request.headers.get(AUTHORIZATION))
             d, v = self.proxy.resolve(
                 name, request.query.get("version"), request.headers.get(REQUEST_KEY)
             )
-            self.proxy.authorize(d, request.headers.get("Authorization"))
         except RouteError as err:
             code = {401: "unauthorized", 404: "not_found"}.get(err.status, "bad_request")
             return cvops_error(err.status, code, err.message)
@@ -241,8 +253,13 @@ class KServeHttp:
         return web.json_response(result)
 
     # -- operations -------------------------------------------------------------------
-    async def status(self, _request: web.Request) -> web.Response:
-        """Instances (health, pid, loaded models) and deployments as this router sees them."""
+    async def status(self, request: web.Request) -> web.Response:
+        """Instances (health, pid, loaded models) and deployments as this router sees them;
+        without a token only the public deployments (as the repository index)."""
+        try:
+            visible = {d.name: d for d in self.proxy.visible(request.headers.get(AUTHORIZATION))}
+        except RouteError as err:
+            return kserve_error(err)
         pool = self.proxy.pool
         return web.json_response(
             {
@@ -254,7 +271,7 @@ class KServeHttp:
                         "up": i.up,
                         "outstanding": i.outstanding,
                         "breaker": i.breaker.state,
-                        "loaded": {k: list(v) for k, v in i.loaded.items()},
+                        "loaded": {k: list(v) for k, v in i.loaded.items() if k in visible},
                         "pid": self.local.pid if self.local and i.local else None,
                         "restarts": self.local.restarts if self.local and i.local else 0,
                     }
@@ -266,14 +283,27 @@ class KServeHttp:
                         "status": d.status,
                         "model_name": d.model_name,
                         "version": d.version,
+                        "engine": d.engine,
+                        "precision": d.precision,
+                        "arms": [
+                            {
+                                "arm": a.name,
+                                "triton_version": a.slot,
+                                "version": a.version,
+                                "engine": a.engine,
+                                "precision": a.precision,
+                                "artifact": a.served.artifact.sha256 if a.served else None,
+                                "target": a.served.target if a.served else None,
+                            }
+                            for a in d.arms
+                        ],
                         "canary_version": d.canary_version,
                         "canary_weight_percent": d.canary_weight_bp / 100,
                         "public": d.public,
-                        "engine": d.engine,
                         "pending_version": d.pending_version,
                         "reason": d.reason,
                     }
-                    for d in self.proxy.routes.all.values()
+                    for d in visible.values()
                 ],
             }
         )

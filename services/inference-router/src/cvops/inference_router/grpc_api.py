@@ -4,7 +4,8 @@ A generic handler receives each call's serialized message; only the leading stri
 (model name, version, request id) are read off the wire, the version is rewritten when the
 router chose it (canary), and the bytes go to the chosen Triton's gRPC port unchanged.
 Tensors are never parsed. Status codes follow Triton's: NOT_FOUND for an unknown model,
-UNAUTHENTICATED without a valid token, UNAVAILABLE (retryable) while no Triton serves it.
+UNAUTHENTICATED without a valid token (every per-model method, for any name that is not a
+public deployment), UNAVAILABLE (retryable) while no Triton serves it.
 """
 
 from __future__ import annotations
@@ -180,25 +181,29 @@ class KServeGrpc(grpc.GenericRpcHandler):
         fields = scan(request, (1, 2))
         name, pinned = string_field(request, fields, 1), string_field(request, fields, 2)
         try:
+            self.proxy.authorize(name, _authorization(context))
             self.proxy.resolve(name, pinned or None, None)
-        except RouteError:
+        except RouteError as err:
+            if err.status == 401:
+                await _abort(context, err)
             return service_pb2.ModelReadyResponse(ready=False).SerializeToString()
         ready = self.proxy.pool.serving(name, int(pinned) if pinned else None)
         return service_pb2.ModelReadyResponse(ready=ready).SerializeToString()
 
-    async def repository_index(self, _request: bytes, _context: grpc.aio.ServicerContext) -> bytes:
+    async def repository_index(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            entries = self.proxy.index(_authorization(context))
+        except RouteError as err:
+            await _abort(context, err)
+            raise AssertionError("unreachable") from err
         out = service_pb2.RepositoryIndexResponse()
-        for d in self.proxy.routes.all.values():
-            if d.status == "retired":
-                continue
-            for v in d.versions:
-                ready = d.routable and self.proxy.pool.serving(d.name, v)
-                out.models.add(
-                    name=d.name,
-                    version=str(v),
-                    state="READY" if ready else "UNAVAILABLE",
-                    reason="" if ready else d.reason,
-                )
+        for e in entries:
+            out.models.add(
+                name=e.name,
+                version=str(e.version),
+                state="READY" if e.ready else "UNAVAILABLE",
+                reason=e.reason,
+            )
         return out.SerializeToString()
 
     async def refuse_control(self, _request: bytes, context: grpc.aio.ServicerContext) -> bytes:
@@ -225,6 +230,7 @@ class KServeGrpc(grpc.GenericRpcHandler):
             fields = scan(request, (1, 2))
             name, pinned = string_field(request, fields, 1), string_field(request, fields, 2)
             try:
+                self.proxy.authorize(name, _authorization(context))
                 self.proxy.resolve(name, pinned or None, None)
                 return await self._forward(
                     name, int(pinned) if pinned else None, method, request, 30
@@ -248,9 +254,9 @@ class KServeGrpc(grpc.GenericRpcHandler):
             pinned = string_field(request, fields, 2)
             meta = dict(context.invocation_metadata() or ())
             key = meta.get("x-request-key") or string_field(request, fields, 3) or None
-            d, v = self.proxy.resolve(name, pinned or None, key)
+            self.proxy.authorize(name, meta.get("authorization"))
+            _, v = self.proxy.resolve(name, pinned or None, key)
             version = v
-            self.proxy.authorize(d, meta.get("authorization"))
             if pinned != str(v):
                 request = with_version(request, fields, str(v))
             return await self._forward(name, v, "ModelInfer", request, INFER_TIMEOUT_S)
@@ -278,8 +284,8 @@ class KServeGrpc(grpc.GenericRpcHandler):
                 name = string_field(request, fields, 1)
                 pinned = string_field(request, fields, 2)
                 key = meta.get("x-request-key") or string_field(request, fields, 3) or None
-                d, v = self.proxy.resolve(name, pinned or None, key)
-                self.proxy.authorize(d, meta.get("authorization"))
+                self.proxy.authorize(name, meta.get("authorization"))
+                _, v = self.proxy.resolve(name, pinned or None, key)
                 if pinned != str(v):
                     request = with_version(request, fields, str(v))
                 answer = await self._forward(name, v, "ModelInfer", request, INFER_TIMEOUT_S)
@@ -295,6 +301,11 @@ class KServeGrpc(grpc.GenericRpcHandler):
 def _transient(err: BaseException) -> bool:
     """A Triton that went away (or is not serving yet): worth one more try elsewhere."""
     return isinstance(err, grpc.aio.AioRpcError) and err.code() in _TRANSIENT
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str | None:
+    """The call's ``authorization`` metadata (``Bearer <token>``), if any."""
+    return dict(context.invocation_metadata() or ()).get("authorization")
 
 
 async def _abort(context: grpc.aio.ServicerContext, err: RouteError) -> None:

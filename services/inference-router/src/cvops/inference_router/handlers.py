@@ -16,8 +16,16 @@ from cvops.contracts.deployment import (
     DeploymentRequested,
     DeploymentRetired,
     DeploymentRetireRequested,
+    ServingCheck,
 )
-from cvops.domain.deployment import check_deployer, check_request, check_retirement
+from cvops.domain.deployment import (
+    arms,
+    check_deployer,
+    check_request,
+    check_retirement,
+    spec_fields,
+    spec_of,
+)
 from cvops.domain.errors import Refused
 from cvops.domain.identity import UserState
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
@@ -26,7 +34,13 @@ ACTOR = "inference-router"
 PROVIDERS = {
     "onnxruntime-cpu": ["CPUExecutionProvider"],
     "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "tensorrt": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+    "onnxruntime-tensorrt": [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ],
+    "openvino-cpu": [],
+    "tensorrt": [],
 }
 BUCKETS = 10_000  # canary weights are in basis points
 
@@ -36,7 +50,7 @@ class DeployPlan:
     """How to get from what a deployment serves to what it was asked to serve."""
 
     request: DeploymentRequested
-    versions: tuple[int, ...]  # served once ready (primary first)
+    versions: tuple[int, ...]  # Triton versions served once ready (primary first)
     transition: tuple[int, ...]  # loaded while switching: old and new side by side
 
     @property
@@ -55,9 +69,7 @@ def plan_deployment(
     reason = _refusal(request, versions, actor)
     if reason is not None:
         return deployment_failed(request, reason, stamp)
-    wanted = [request.version]
-    if request.canary is not None:
-        wanted.append(request.canary.model_version)
+    wanted = list(dict.fromkeys(a.slot for a in arms(request)))
     served = list(current.versions) if current is not None and current.routable else []
     transition = tuple(dict.fromkeys([*served, *wanted]))
     return DeployPlan(request=request, versions=tuple(wanted), transition=transition)
@@ -77,21 +89,17 @@ def _refusal(
 
 
 def deployment_ready(
-    request: DeploymentRequested, instances: list[str], stamp: Stamp
+    request: DeploymentRequested,
+    instances: list[str],
+    stamp: Stamp,
+    checks: dict[str, ServingCheck] | None = None,
 ) -> DeploymentReady:
     return DeploymentReady(
         **stamp.envelope(f"ready/{request.deployment}/{request.version}"),
         deployment=request.deployment,
-        model_name=request.model_name,
-        version=request.version,
-        engine=request.engine,
-        canary=request.canary,
-        public=request.public,
-        max_batch_size=request.max_batch_size,
-        preferred_batch_sizes=list(request.preferred_batch_sizes),
-        max_queue_delay_us=request.max_queue_delay_us,
-        instance_count=request.instance_count,
+        **spec_fields(spec_of(request)),
         instances=instances,
+        checks=dict(checks or {}),
     )
 
 
@@ -155,7 +163,8 @@ def choose_version(d: DeploymentRow, key: str | None, draw: float) -> int:
     With a request key the choice is sticky (hash bucket below the weight: canary);
     without one ``draw`` (uniform in [0, 1)) decides by weight.
     """
-    if d.canary_version is None or d.canary_weight_bp <= 0:
+    canary = d.canary_slot
+    if canary is None or d.canary_weight_bp <= 0:
         return d.version
     bucket = sticky_bucket(key) if key else int(draw * BUCKETS)
-    return d.canary_version if bucket < d.canary_weight_bp else d.version
+    return canary if bucket < d.canary_weight_bp else d.version

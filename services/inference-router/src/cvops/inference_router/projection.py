@@ -12,7 +12,7 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, MetaData, String
+from sqlalchemy import MetaData
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, TensorSpec
@@ -35,14 +35,15 @@ from cvops.contracts.identity import (
 )
 from cvops.contracts.registry import DatasetValidated, ModelStageChanged, ModelVersionAdded
 from cvops.core import Settings
-from cvops.core.aggregates import AggregateTable
 from cvops.core.catalog import Catalog
 from cvops.core.identity import Identity
+from cvops.core.jobs import deployments_table
 from cvops.domain.deployment import (
     ROUTABLE,
+    Arm,
+    DeploymentSpec,
     DeploymentState,
-    deployment_key,
-    evolve_deployment,
+    arms,
 )
 from cvops.domain.identity import TokenState, UserState
 
@@ -57,15 +58,7 @@ CATALOG = Catalog(metadata)
 IDENTITY = Identity(metadata, passwords=False)
 
 # each deployment's state (cvops.domain.deployment); ``status`` is the router's phase
-DEPLOYMENTS = AggregateTable(
-    metadata,
-    "deployments",
-    DeploymentState,
-    key=[Column("name", String)],
-    key_of=lambda e: None if (k := deployment_key(e)) is None else (k,),
-    evolve=evolve_deployment,
-    columns=[(Column("status", String, nullable=False), attrgetter("phase"))],
-)
+DEPLOYMENTS = deployments_table(metadata, status=attrgetter("phase"))
 
 
 @dataclass(frozen=True)
@@ -86,19 +79,32 @@ class DeploymentRow:
     """What one deployment serves now (and what it was last asked to serve)."""
 
     name: str
-    status: str
-    model_name: str
-    version: int
-    engine: str
-    canary_version: int | None
-    canary_weight_bp: int
-    public: bool
-    max_batch_size: int
-    preferred_batch_sizes: list[int]
-    max_queue_delay_us: int
-    instance_count: int
+    status: str  # the router's phase
     pending_version: int | None
     reason: str
+    spec: DeploymentSpec  # what it serves, whole
+    arms: tuple[Arm, ...]  # primary first; each its own Triton version (``slot``)
+
+    @classmethod
+    def of(cls, state: DeploymentState) -> DeploymentRow:
+        return cls(
+            name=state.deployment,
+            status=state.phase,
+            pending_version=state.pending_version,
+            reason=state.serving_reason,
+            spec=state.serving,
+            arms=tuple(arms(state.serving)),
+        )
+
+    model_name = property(lambda self: self.spec.model_name)
+    version = property(lambda self: self.spec.version)
+    engine = property(lambda self: self.spec.engine)
+    precision = property(lambda self: self.spec.precision)
+    public = property(lambda self: self.spec.public)
+    max_batch_size = property(lambda self: self.spec.max_batch_size)
+    preferred_batch_sizes = property(lambda self: self.spec.preferred_batch_sizes)
+    max_queue_delay_us = property(lambda self: self.spec.max_queue_delay_us)
+    instance_count = property(lambda self: self.spec.instance_count)
 
     @property
     def routable(self) -> bool:
@@ -106,16 +112,29 @@ class DeploymentRow:
 
     @property
     def versions(self) -> tuple[int, ...]:
-        """The registry versions served (primary first)."""
-        if self.canary_version is None or self.canary_version == self.version:
-            return (self.version,)
-        return (self.version, self.canary_version)
+        """The Triton versions served (primary first): a registry version, or a slot above
+        ``CANARY_SLOT`` for a canary of another engine of the same version."""
+        return tuple(dict.fromkeys(a.slot for a in self.arms))
 
     @property
     def canary(self) -> Canary | None:
-        if self.canary_version is None:
-            return None
-        return Canary(model_version=self.canary_version, weight_percent=self.canary_weight_bp / 100)
+        return self.spec.canary
+
+    @property
+    def canary_version(self) -> int | None:
+        """The canary's registry version."""
+        return self.spec.canary.model_version if self.spec.canary else None
+
+    @property
+    def canary_slot(self) -> int | None:
+        """The canary's Triton version."""
+        return self.arms[1].slot if len(self.arms) > 1 else None
+
+    @property
+    def canary_weight_bp(self) -> int:
+        """The canary's share in basis points."""
+        canary = self.spec.canary
+        return round(canary.weight_percent * 100) if canary else 0
 
 
 class RouterProjection:
@@ -124,8 +143,8 @@ class RouterProjection:
     name = "inference-router"
     metadata = metadata
     # 2: model versions, users, tokens and deployments as aggregate tables folded by
-    # cvops.domain
-    version = 2
+    # cvops.domain; 3: deployments serve artifacts (arms)
+    version = 3
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
@@ -160,38 +179,17 @@ def db_path(settings: Settings) -> Path:
 # -- queries --------------------------------------------------------------------------
 
 
-def _deployment(state: DeploymentState) -> DeploymentRow:
-    spec = state.serving
-    canary = spec.canary
-    return DeploymentRow(
-        name=state.deployment,
-        status=state.phase,
-        model_name=spec.model_name,
-        version=spec.version,
-        engine=spec.engine,
-        canary_version=canary.model_version if canary else None,
-        canary_weight_bp=round(canary.weight_percent * 100) if canary else 0,
-        public=spec.public,
-        max_batch_size=spec.max_batch_size,
-        preferred_batch_sizes=list(spec.preferred_batch_sizes),
-        max_queue_delay_us=spec.max_queue_delay_us,
-        instance_count=spec.instance_count,
-        pending_version=state.pending_version,
-        reason=state.serving_reason,
-    )
-
-
 def deployment_state(session: Session, name: str) -> DeploymentState | None:
     return DEPLOYMENTS.get(session, name)
 
 
 def deployment(session: Session, name: str) -> DeploymentRow | None:
     state = DEPLOYMENTS.get(session, name)
-    return None if state is None else _deployment(state)
+    return None if state is None else DeploymentRow.of(state)
 
 
 def all_deployments(session: Session) -> list[DeploymentRow]:
-    return [_deployment(state) for state in DEPLOYMENTS.states(session)]
+    return [DeploymentRow.of(state) for state in DEPLOYMENTS.states(session)]
 
 
 def model_version(session: Session, model_name: str, version: int) -> ModelVersionRow | None:
@@ -209,6 +207,28 @@ def model_version(session: Session, model_name: str, version: int) -> ModelVersi
         outputs=list(state.outputs),
         hyperparameters=state.hyperparameters,
     )
+
+
+def artifact_shas(session: Session, exclude: str = "") -> set[str]:
+    """Every blob a deployment (but ``exclude``) serves or was asked to serve: artifacts,
+    companions and probes."""
+    keep: set[str] = set()
+    for state in DEPLOYMENTS.states(session):
+        if state.deployment == exclude or state.phase in ("retired", "failed", "retiring"):
+            continue
+        for spec in (state.serving, state.requested):
+            for arm in arms(spec):
+                served = arm.served
+                if served is None:
+                    mv = CATALOG.model_version(session, spec.model_name, arm.version)
+                    if mv is not None:
+                        keep.add(mv.artifact.sha256)
+                    continue
+                keep.add(served.artifact.sha256)
+                keep.update(c.sha256 for c in served.companions)
+                if served.probe is not None:
+                    keep.add(served.probe.sha256)
+    return keep
 
 
 def user(session: Session, username: str) -> UserState | None:

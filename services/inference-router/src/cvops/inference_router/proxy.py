@@ -1,9 +1,10 @@
 """The routing core shared by the HTTP and gRPC front doors.
 
 ``RouteTable`` mirrors the projection in memory (deployments that serve, token digests);
-``Proxy`` resolves a request to a deployment version, checks its bearer token and sends
-the bytes to the least-loaded Triton instance, retrying once elsewhere on a connection
-failure or a 503. Tensors are never decoded here.
+``Proxy`` checks a request's bearer token (every per-model route, not only infer),
+resolves it to a deployment version and sends the bytes to the least-loaded Triton
+instance, retrying once elsewhere on a connection failure or a 503. Tensors are never
+decoded here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cvops.core import ProjectionRunner
 from cvops.domain.identity import TokenState, UserState, token_refusal
@@ -52,6 +53,15 @@ class RouteError(Exception):
 class Unavailable(RouteError):
     def __init__(self, message: str) -> None:
         super().__init__(503, message, retryable=True)
+
+
+class IndexEntry(NamedTuple):
+    """One served version in the repository index."""
+
+    name: str
+    version: int
+    ready: bool
+    reason: str
 
 
 class RouteTable:
@@ -133,12 +143,41 @@ class Proxy:
             return d, version
         return d, handlers.choose_version(d, key, self.random.random())
 
-    def authorize(self, d: DeploymentRow, authorization: str | None) -> None:
-        """Bearer token check (public deployments need none)."""
-        if d.public:
+    def authorize(self, name: str, authorization: str | None) -> None:
+        """Let a caller at deployment ``name`` (infer, metadata, config, ready, statistics).
+
+        A public deployment is open. Any other name, deployed or not, needs a valid bearer
+        token, and is refused the same way without one: an anonymous caller cannot tell a
+        private deployment from an unknown name.
+        """
+        d = self.routes.all.get(name)
+        if d is not None and d.public:
             return
         if not authorization:
-            raise RouteError(401, f"model '{d.name}' needs a bearer token")
+            raise RouteError(401, f"model '{name}' needs a bearer token")
+        self._check_token(authorization)
+
+    def visible(self, authorization: str | None) -> list[DeploymentRow]:
+        """The deployments a caller may list (repository index, statistics), retired ones
+        left out: the public ones without a token, all with a valid one (401: invalid)."""
+        if authorization:
+            self._check_token(authorization)
+        return [
+            d
+            for d in self.routes.all.values()
+            if d.status != "retired" and (d.public or authorization)
+        ]
+
+    def index(self, authorization: str | None) -> list[IndexEntry]:
+        """The repository index as this caller may see it: one entry per served version."""
+        entries = []
+        for d in self.visible(authorization):
+            for v in d.versions:
+                ready = d.routable and self.pool.serving(d.name, v)
+                entries.append(IndexEntry(d.name, v, ready, "" if ready else d.reason))
+        return entries
+
+    def _check_token(self, authorization: str) -> None:
         scheme, _, secret = authorization.partition(" ")
         if scheme.lower() != "bearer" or not secret.strip():
             raise RouteError(401, "the Authorization header must be 'Bearer <token>'")
@@ -239,9 +278,9 @@ class Proxy:
         headers: dict[str, str],
     ) -> tuple[int, int, dict[str, str], bytes]:
         """Route one KServe infer request: (version, status, headers, body) or RouteError."""
-        d, v = self.resolve(name, pinned, key)
+        self.authorize(name, authorization)
+        _, v = self.resolve(name, pinned, key)
         try:
-            self.authorize(d, authorization)
             status, out, data = await self.http(
                 name, v, "POST", f"/v2/models/{name}/versions/{v}/infer", body, headers
             )

@@ -1,8 +1,10 @@
 """Body of every python-backend model the router deploys: copied as ``<version>/model.py``.
 
 It runs inside Triton's python-backend stub (an isolated interpreter that imports
-``triton_python_backend_utils``), loads the version's ONNX file with ONNX Runtime and
-serves dynamically batched requests: concatenate the batch, run once, split.
+``triton_python_backend_utils``), loads the version's artifact with the runtime its
+``serving.json`` names (ONNX Runtime for ``model.onnx`` — FP32, FP16 or INT8 QDQ — OpenVINO
+for ``model.xml``) and serves dynamically batched requests: concatenate the batch, run once,
+split.
 """
 
 import json
@@ -18,20 +20,55 @@ def _param(config, key, default):
     return default if value in (None, "") else value
 
 
+class _OpenVino:
+    """An OpenVINO compiled model behind ONNX Runtime's ``run(names, feeds)``."""
+
+    def __init__(self, path, threads):
+        import openvino as ov
+
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+        if threads > 0:
+            config["INFERENCE_NUM_THREADS"] = threads
+        self.compiled = ov.Core().compile_model(path, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.ports = {p.get_any_name(): p for p in self.compiled.outputs}
+
+    def run(self, names, feeds):
+        result = self.request.infer(feeds)
+        return [np.asarray(result[self.ports[n]]) for n in names]
+
+
+def _serving(version_dir, config):
+    """The version's own settings (``serving.json``), else the model's parameters."""
+    path = os.path.join(version_dir, "serving.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            return json.load(f)
+    return {
+        "format": "onnx",
+        "providers": _param(config, "EXECUTION_PROVIDERS", "CPUExecutionProvider").split(","),
+    }
+
+
 class TritonPythonModel:
     """Triton's python-backend entry points."""
 
     def initialize(self, args):
         config = json.loads(args["model_config"])
         version_dir = os.path.join(args["model_repository"], args["model_version"])
-        path = os.path.join(version_dir, _param(config, "ONNX_FILE", "model.onnx"))
-        wanted = _param(config, "EXECUTION_PROVIDERS", "CPUExecutionProvider").split(",")
-        available = set(ort.get_available_providers())
-        providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(_param(config, "INTRA_OP_THREADS", "0"))
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(path, options, providers=providers)
+        serving = _serving(version_dir, config)
+        threads = int(_param(config, "INTRA_OP_THREADS", "0"))
+        if serving.get("format") == "openvino-ir":
+            self.session = _OpenVino(os.path.join(version_dir, "model.xml"), threads)
+        else:
+            path = os.path.join(version_dir, _param(config, "ONNX_FILE", "model.onnx"))
+            available = set(ort.get_available_providers())
+            wanted = serving.get("providers") or ["CPUExecutionProvider"]
+            providers = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            self.session = ort.InferenceSession(path, options, providers=providers)
         self.batching = int(config.get("max_batch_size", 0)) > 0
         self.input_names = [i["name"] for i in config["input"]]
         self.output_names = [o["name"] for o in config["output"]]

@@ -1,14 +1,18 @@
 """The one generator of Triton model repositories: ``config.pbtxt`` plus version files.
 
-A deployment is one Triton model named after it; each served registry version is one
-version directory. Locally (the pytriton-shipped ``tritonserver``, whose only backend is
-``python``) every version is ``model.py`` running ONNX Runtime beside ``model.onnx``; on
-Docker/GPU hosts the same entry gets the native ``onnxruntime`` (or ``tensorrt`` plan)
-backend instead. Only the backend differs; the layout and the control path do not.
+A deployment is one Triton model named after it; each served arm (a registry version's
+artifact: its own ONNX file, or an FP16/INT8 ONNX, OpenVINO IR or TensorRT plan the converter
+produced) is one version directory. Locally (the pytriton-shipped ``tritonserver``, whose
+only backend is ``python``) every version is ``model.py`` running the arm's runtime (ONNX
+Runtime, or OpenVINO for IR) beside ``model.onnx`` / ``model.xml`` and a ``serving.json``
+naming its engine; on Docker/GPU hosts the same entry gets the native ``onnxruntime``,
+``openvino`` or ``tensorrt`` backend instead. Only the backend differs; the layout and the
+control path do not.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -23,9 +27,20 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from cvops.contracts import TensorSpec
 
-Backend = Literal["python", "onnxruntime", "tensorrt"]
-BACKENDS: tuple[Backend, ...] = ("python", "onnxruntime", "tensorrt")
+Backend = Literal["python", "onnxruntime", "openvino", "tensorrt"]
+BACKENDS: tuple[Backend, ...] = ("python", "onnxruntime", "openvino", "tensorrt")
 MODEL_TEMPLATE = Path(__file__).with_name("python_model.py")
+SERVING_FILE = "serving.json"  # per version: the engine, precision and providers to run it
+# artifact format -> the file name Triton's backends look for
+MODEL_FILES = {"onnx": "model.onnx", "openvino-ir": "model.xml", "tensorrt-plan": "model.plan"}
+# the native backend of each engine (Docker/NGC hosts)
+NATIVE_BACKENDS: dict[str, Backend] = {
+    "onnxruntime-cpu": "onnxruntime",
+    "onnxruntime-cuda": "onnxruntime",
+    "onnxruntime-tensorrt": "onnxruntime",
+    "openvino-cpu": "openvino",
+    "tensorrt": "tensorrt",
+}
 
 # element type names (ONNX, numpy, KServe, Triton) -> the KServe datatype
 _DTYPE_ALIASES: dict[str, str] = {
@@ -92,6 +107,7 @@ class ModelEntry:
     gpu: bool = False
     execution_providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
     intra_op_threads: int = 0
+    precision: str = "fp32"
 
     @property
     def batching(self) -> bool:
@@ -145,9 +161,13 @@ def model_config(entry: ModelEntry) -> mc.ModelConfig:
         if "TensorrtExecutionProvider" in entry.execution_providers and entry.gpu:
             accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
             accel.name = "tensorrt"
-            accel.parameters["precision_mode"] = "FP16"
+            accel.parameters["precision_mode"] = "INT8" if entry.precision == "int8" else "FP16"
+    elif entry.backend == "openvino":
+        config.default_model_filename = "model.xml"
+        kind = mc.ModelInstanceGroup.KIND_CPU
     else:
         config.default_model_filename = "model.plan"
+        config.platform = "tensorrt_plan"
     config.instance_group.append(
         mc.ModelInstanceGroup(kind=kind, count=max(1, entry.instance_count))
     )
@@ -178,8 +198,38 @@ def _param(config: mc.ModelConfig, key: str, value: str) -> None:
 # -- model files -----------------------------------------------------------------------
 
 
-def model_file_name(backend: Backend) -> str:
-    return "model.plan" if backend == "tensorrt" else "model.onnx"
+def model_file_name(fmt: str) -> str:
+    """The file name a version directory holds an artifact of format ``fmt`` under."""
+    name = MODEL_FILES.get(fmt)
+    if name is None:
+        raise RepositoryError(f"Triton cannot serve artifacts of format {fmt!r}")
+    return name
+
+
+def openvino_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an OpenVINO IR (``model.xml`` beside its ``model.bin``)."""
+    try:
+        import openvino as ov
+
+        model = ov.Core().read_model(str(path))
+    except Exception as err:  # openvino raises RuntimeError for a bad file
+        raise RepositoryError(f"not a readable OpenVINO IR: {err}") from err
+
+    def spec(port: object) -> TensorSpec:
+        shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]  # type: ignore[attr-defined]
+        dtype = port.get_element_type().to_dtype().name  # type: ignore[attr-defined]
+        return TensorSpec(name=port.get_any_name(), shape=shape, dtype=kserve_dtype(dtype))  # type: ignore[attr-defined]
+
+    return [spec(p) for p in model.inputs], [spec(p) for p in model.outputs]
+
+
+def artifact_io(path: Path, fmt: str) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """Inputs and outputs of an installed artifact (a TensorRT plan is not read here)."""
+    if fmt == "onnx":
+        return onnx_io(path)
+    if fmt == "openvino-ir":
+        return openvino_io(path)
+    raise RepositoryError(f"cannot read the inputs and outputs of {path.name}")
 
 
 def onnx_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -203,13 +253,23 @@ def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
     return TensorSpec(name=value.name, shape=dims, dtype=kserve_dtype(dtype))
 
 
-def install_version(blob: Path, version_dir: Path, backend: Backend) -> Path:
+def install_version(
+    blob: Path,
+    version_dir: Path,
+    backend: Backend,
+    fmt: str = "onnx",
+    companions: list[tuple[Path, str]] | None = None,
+    serving: dict[str, object] | None = None,
+) -> Path:
     """Put an artifact into a version directory atomically; return the model file.
 
-    A plain file becomes ``model.onnx`` (or ``model.plan``); a zip (an ONNX model with
-    its external-data sidecars) is unpacked as is and its one model file renamed.
+    A plain file becomes ``model.onnx`` (``model.xml``, ``model.plan``) with its
+    ``companions`` (blob, file name) beside it under their names (OpenVINO's weights as
+    ``model.bin``, where the IR looks for them); a zip (an ONNX model with its
+    external-data sidecars) is unpacked as is and its one model file renamed. ``serving``
+    is written as the version's ``serving.json`` (the python backend reads it).
     """
-    target_name = model_file_name(backend)
+    target_name = model_file_name(fmt)
     version_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{version_dir.name}-", dir=version_dir.parent))
     try:
@@ -224,6 +284,15 @@ def install_version(blob: Path, version_dir: Path, backend: Backend) -> Path:
             found[0].rename(tmp / target_name)
         else:
             _link_or_copy(blob, tmp / target_name)
+        for path, filename in companions or []:
+            name = Path(filename).name
+            if fmt == "openvino-ir" and name.endswith(".bin"):
+                name = "model.bin"
+            if not name or name in (target_name, "model.py", SERVING_FILE):
+                raise RepositoryError(f"unsafe companion file name {filename!r}")
+            _link_or_copy(path, tmp / name)
+        if serving is not None:
+            (tmp / SERVING_FILE).write_text(json.dumps(serving, sort_keys=True))
         if backend == "python":
             shutil.copyfile(MODEL_TEMPLATE, tmp / "model.py")
         if version_dir.exists():

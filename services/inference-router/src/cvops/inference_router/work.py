@@ -1,10 +1,12 @@
 """The deployment worker and the reconciler: artifacts → model repository → Triton.
 
 The worker takes ``deployment.requested``/``retire_requested`` from a durable work
-consumer shared by every router, fetches the ONNX artifact from the object store, writes
-the repository entry, loads it through Triton's API and answers ``deployment.ready`` or
-``deployment.failed`` (with Triton's message). A rolling update loads the new version
-beside the old one, switches traffic, drains the old version and only then unloads it.
+consumer shared by every router, fetches each arm's artifact (named by its sha256) from the
+object store, writes the repository entry, checks what Triton serves against the
+conversion's parity record (``serving``), loads it through Triton's API and answers
+``deployment.ready`` or ``deployment.failed`` (with Triton's message, or the numbers that
+differ). A rolling update loads the new version beside the old one, switches traffic,
+drains the old version and only then unloads it.
 
 The reconciler makes each Triton instance serve what the projection says is deployed: on
 start, after a Triton restart, and when another router deployed something.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import time
 from collections import defaultdict
@@ -33,17 +36,20 @@ from cvops.contracts.deployment import (
     DeploymentFailed,
     DeploymentRequested,
     DeploymentRetireRequested,
+    ServingCheck,
 )
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, get_logger
-from cvops.inference_router import handlers, projection
+from cvops.domain.deployment import GPU_ENGINES, Arm, arms, spec_fields
+from cvops.inference_router import handlers, projection, serving
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 from cvops.inference_router.repository import (
+    NATIVE_BACKENDS,
     Backend,
     ModelEntry,
     RepositoryError,
+    artifact_io,
     install_version,
     model_file_name,
-    onnx_io,
     prune_versions,
     write_config,
 )
@@ -56,6 +62,8 @@ DRAIN_TIMEOUT_S = 30.0
 GIVE_UP_AFTER = 15  # deliveries of a request while no Triton answers (nak delay 2 s)
 DRAIN_GRACE_S = 0.3
 ARTIFACT_MARK = ".artifact"
+CHECK_PREFIX = "_check."  # the served-output check's own Triton model (no deployment name
+# starts with "_")
 
 
 class TritonRefused(Exception):
@@ -127,12 +135,13 @@ class Deployer:
             await self._publish(handlers.deployment_failed(event, reason, stamp))
 
     async def _deploy(self, request: DeploymentRequested, stamp: Stamp) -> None:
+        wanted = arms(request)
         with self.runner.session() as s:
             current = projection.deployment(s, request.deployment)
-            wanted = [request.version]
-            if request.canary is not None:
-                wanted.append(request.canary.model_version)
-            versions = {v: projection.model_version(s, request.model_name, v) for v in wanted}
+            versions = {
+                a.version: projection.model_version(s, request.model_name, a.version)
+                for a in wanted
+            }
             actor = projection.user(s, request.actor)
         plan = handlers.plan_deployment(request, current, versions, actor, stamp)
         if isinstance(plan, DeploymentFailed):
@@ -147,27 +156,25 @@ class Deployer:
         model_dir = self.repository / request.deployment
         previous = current.versions if current is not None and current.routable else ()
         try:
-            rows = {v: r for v, r in versions.items() if r is not None}
-            for row in rows.values():
-                await self._install(model_dir, row)
-            io = self._io(model_dir, rows[request.version])
-            if request.canary is not None:
-                canary_io = self._io(model_dir, rows[request.canary.model_version])
-                if _signature(canary_io) != _signature(io):
-                    raise RepositoryError(
-                        "the canary version's inputs/outputs differ from the deployed version's"
-                    )
+            ios = []
+            for arm in wanted:
+                await self._install(model_dir, arm, versions[arm.version])
+                ios.append(self._io(model_dir, arm, versions[arm.version]))
+            io = ios[0]
+            if any(_signature(other) != _signature(io) for other in ios[1:]):
+                raise RepositoryError("the canary's inputs/outputs differ from the deployed arm's")
+            checks = await self._verify(request, wanted, versions, io, up[0])
             transition = self._entry(request, plan.transition, io)
             write_config(model_dir, transition)
             for inst in up:
                 await self._load(inst, request.deployment, plan.transition)
-        except (TritonRefused, RepositoryError) as err:
+        except (TritonRefused, RepositoryError, serving.Mismatch) as err:
             await self._restore(request.deployment, current, previous, set(plan.versions))
             reason = str(err)
             log.warning("deployment_failed", deployment=request.deployment, reason=reason)
             await self._publish(handlers.deployment_failed(request, reason, stamp))
             return
-        ready = handlers.deployment_ready(request, [i.name for i in up], stamp)
+        ready = handlers.deployment_ready(request, [i.name for i in up], stamp, checks)
         published = await self._publish(ready)
         await self.runner.wait_for(published, timeout=30)
         self.on_routes_changed()
@@ -181,6 +188,42 @@ class Deployer:
         self._prune_cache()
         log.info("deployment_ready", deployment=request.deployment, versions=plan.versions)
 
+    async def _verify(
+        self,
+        request: DeploymentRequested,
+        wanted: list[Arm],
+        versions: dict[int, ModelVersionRow | None],
+        io: tuple[list[TensorSpec], list[TensorSpec]],
+        inst: Instance,
+    ) -> dict[str, ServingCheck]:
+        """Send each arm's probe images through Triton (a model of its own, so what serves
+        now keeps serving) and compare with the conversion's record; Mismatch if they
+        differ. Arms without a probe (the version's own file) are not checked."""
+        probed = [a for a in wanted if a.served is not None and a.served.probe is not None]
+        if not probed:
+            return {}
+        name = CHECK_PREFIX + request.deployment
+        check_dir = self.repository / name
+        checks: dict[str, ServingCheck] = {}
+        try:
+            for arm in probed:
+                await self._install(check_dir, arm, versions[arm.version])
+            entry = self._entry(request, tuple(a.slot for a in probed), io)
+            write_config(check_dir, dataclasses.replace(entry, name=name, instance_count=1))
+            await self._load(inst, name, tuple(entry.versions), routed=False)
+            for arm in probed:
+                assert arm.served is not None and arm.served.probe is not None
+                probe = await self._blob(arm.served.probe.sha256, "probe")
+                checks[arm.name] = await serving.check(inst, name, arm, probe, io)
+        finally:
+            with contextlib.suppress(TritonRefused, TritonUnreachable):
+                await self._unload(inst, name)
+            shutil.rmtree(check_dir, ignore_errors=True)
+        failed = [c.reason for c in checks.values() if not c.passed]
+        if failed:
+            raise serving.Mismatch("; ".join(failed))
+        return checks
+
     async def _restore(
         self,
         name: str,
@@ -191,7 +234,9 @@ class Deployer:
         """Put back what served before a refused deployment (or remove the model)."""
         model_dir = self.repository / name
         if current is not None and previous:
-            io = self._io(model_dir, None, fallback_row=current)
+            with contextlib.suppress(RepositoryError):
+                await self._reinstall(model_dir, current)
+            io = self._io(model_dir, current.arms[0], None, fallback_row=current)
             write_config(model_dir, self._entry(current, previous, io))
             for inst in self.pool.instances:
                 if inst.up:
@@ -232,16 +277,9 @@ class Deployer:
         self._prune_cache(exclude=request.deployment)
 
     def _prune_cache(self, exclude: str = "") -> None:
-        """Drop cached artifacts no served deployment version uses any more."""
+        """Drop cached blobs no deployment serves or was asked to serve any more."""
         with self.runner.session() as s:
-            keep = set()
-            for row in projection.all_deployments(s):
-                if not row.routable or row.name == exclude:
-                    continue
-                for v in (*row.versions, *([row.pending_version] if row.pending_version else [])):
-                    mv = projection.model_version(s, row.model_name, v)
-                    if mv is not None:
-                        keep.add(mv.artifact_sha256)
+            keep = projection.artifact_shas(s, exclude=exclude)
         if not self.cache.is_dir():
             return
         for blob in self.cache.iterdir():
@@ -281,57 +319,84 @@ class Deployer:
 
     async def _reload(self, inst: Instance, row: DeploymentRow) -> None:
         model_dir = self.repository / row.name
-        with self.runner.session() as s:
-            vrows = [projection.model_version(s, row.model_name, v) for v in row.versions]
-        for vrow in vrows:
-            if vrow is not None:
-                await self._install(model_dir, vrow)
-        io = self._io(model_dir, vrows[0], fallback_row=row)
+        await self._reinstall(model_dir, row)
+        io = self._io(model_dir, row.arms[0], None, fallback_row=row)
         write_config(model_dir, self._entry(row, row.versions, io))
         await self._load(inst, row.name, row.versions)
         prune_versions(model_dir, set(row.versions))
+
+    async def _reinstall(self, model_dir: Path, row: DeploymentRow) -> None:
+        """Lay out every arm a deployment serves (each only if its artifact changed)."""
+        with self.runner.session() as s:
+            vrows = {
+                a.version: projection.model_version(s, row.model_name, a.version) for a in row.arms
+            }
+        for arm in row.arms:
+            await self._install(model_dir, arm, vrows[arm.version])
 
     def _row(self, name: str) -> DeploymentRow | None:
         with self.runner.session() as s:
             return projection.deployment(s, name)
 
     # -- building blocks --------------------------------------------------------------
-    async def _install(self, model_dir: Path, row: ModelVersionRow) -> None:
-        """Fetch a version's artifact (once, into the cache) and lay it out for Triton."""
-        version_dir = model_dir / str(row.version)
-        mark = version_dir / ARTIFACT_MARK
-        if mark.exists() and mark.read_text() == row.artifact_sha256:
-            return
-        blob = self.cache / row.artifact_sha256
+    async def _blob(self, sha256: str, what: str) -> Path:
+        """A blob from the object store, fetched once into the cache (digest checked)."""
+        blob = self.cache / sha256
         if not blob.exists():
             try:
-                await self.store.get_file(row.artifact_sha256, blob)
+                await self.store.get_file(sha256, blob)
             except ValueError as err:  # digest mismatch
                 raise RepositoryError(str(err)) from err
             except (nats.js.errors.ObjectNotFoundError, nats.js.errors.NotFoundError) as err:
-                raise RepositoryError(
-                    f"artifact {row.artifact_sha256[:12]} of {row.model_name}:{row.version} "
-                    "is not in the object store"
-                ) from err
-        install_version(blob, version_dir, self.backend)
-        mark.write_text(row.artifact_sha256)
+                raise RepositoryError(f"{what} {sha256[:12]} is not in the object store") from err
+        return blob
+
+    async def _install(self, model_dir: Path, arm: Arm, row: ModelVersionRow | None) -> None:
+        """Fetch an arm's artifact and companions (once, into the cache) and lay them out
+        for Triton as version ``arm.slot``."""
+        served = arm.served
+        if served is None and row is None:
+            raise RepositoryError(f"model version {arm.version} is not registered")
+        sha = served.artifact.sha256 if served else row.artifact_sha256  # type: ignore[union-attr]
+        fmt = served.format if served else "onnx"
+        version_dir = model_dir / str(arm.slot)
+        mark = version_dir / ARTIFACT_MARK
+        stamp = f"{sha} {arm.engine} {arm.precision}"
+        if mark.exists() and mark.read_text() == stamp:
+            return
+        what = f"artifact of {arm.engine} {arm.precision} (version {arm.version})"
+        blob = await self._blob(sha, what)
+        companions = [
+            (await self._blob(c.sha256, f"companion {c.filename}"), c.filename)
+            for c in (served.companions if served else [])
+        ]
+        settings = {
+            "engine": arm.engine,
+            "precision": arm.precision,
+            "format": fmt,
+            "providers": handlers.PROVIDERS.get(arm.engine, ["CPUExecutionProvider"]),
+            "artifact": sha,
+        }
+        install_version(blob, version_dir, self.backend, fmt, companions, settings)
+        mark.write_text(stamp)
 
     def _io(
         self,
         model_dir: Path,
+        arm: Arm,
         row: ModelVersionRow | None,
         fallback_row: DeploymentRow | None = None,
     ) -> tuple[list[TensorSpec], list[TensorSpec]]:
-        """Inputs/outputs from the ONNX file; the registry's record when it cannot be read
+        """Inputs/outputs from the arm's file; the registry's record when it cannot be read
         (so that Triton itself reports what is wrong with the file)."""
-        version = row.version if row is not None else fallback_row.version if fallback_row else 0
-        path = model_dir / str(version) / model_file_name(self.backend)
-        if self.backend != "tensorrt":
-            with contextlib.suppress(RepositoryError):
-                return onnx_io(path)
-        if row is None and fallback_row is not None:
+        fmt = arm.served.format if arm.served else "onnx"
+        path = model_dir / str(arm.slot) / model_file_name(fmt)
+        with contextlib.suppress(RepositoryError):
+            return artifact_io(path, fmt)
+        if row is None:
+            name = fallback_row.model_name if fallback_row else ""
             with self.runner.session() as s:
-                row = projection.model_version(s, fallback_row.model_name, fallback_row.version)
+                row = projection.model_version(s, name, arm.version)
         if row is None or not row.inputs or not row.outputs:
             raise RepositoryError(f"cannot read the inputs and outputs of {path.name}")
         return row.inputs, row.outputs
@@ -343,10 +408,20 @@ class Deployer:
         io: tuple[list[TensorSpec], list[TensorSpec]],
     ) -> ModelEntry:
         name = spec.deployment if isinstance(spec, DeploymentRequested) else spec.name
+        all_arms = arms(spec) if isinstance(spec, DeploymentRequested) else list(spec.arms)
+        backend: Backend = self.backend
+        if backend != "python":  # Docker/NGC: the engine's native backend, one per model
+            natives = {NATIVE_BACKENDS[a.engine] for a in all_arms}
+            if len(natives) > 1:
+                raise RepositoryError(
+                    "arms of different engines need the python backend: "
+                    "one native Triton model runs one backend"
+                )
+            backend = natives.pop()
         providers = handlers.PROVIDERS.get(spec.engine, ["CPUExecutionProvider"])
         return ModelEntry(
             name=name,
-            backend=self.backend,
+            backend=backend,
             versions=list(versions),
             inputs=io[0],
             outputs=io[1],
@@ -354,11 +429,16 @@ class Deployer:
             preferred_batch_sizes=list(spec.preferred_batch_sizes),
             max_queue_delay_us=spec.max_queue_delay_us,
             instance_count=spec.instance_count,
-            gpu=spec.engine != "onnxruntime-cpu",
-            execution_providers=providers,
+            gpu=spec.engine in GPU_ENGINES,
+            execution_providers=providers or ["CPUExecutionProvider"],
+            precision=spec.precision,
         )
 
-    async def _load(self, inst: Instance, name: str, versions: tuple[int, ...]) -> None:
+    async def _load(
+        self, inst: Instance, name: str, versions: tuple[int, ...], *, routed: bool = True
+    ) -> None:
+        """Load ``name`` on ``inst``; ``routed`` False (the serving check's own model) keeps it
+        out of what the instance serves, so neither routing nor the reconciler sees it."""
         client = triton_http.InferenceServerClient(inst.http, conn_timeout=120)
         try:
             await client.load_model(name)
@@ -368,8 +448,9 @@ class Deployer:
             raise TritonUnreachable(f"{inst.name}: {err}") from err
         finally:
             await client.close()
-        inst.loaded[name] = tuple(versions)
-        self.on_routes_changed()
+        if routed:
+            inst.loaded[name] = tuple(versions)
+            self.on_routes_changed()
 
     async def _unload(self, inst: Instance, name: str) -> None:
         client = triton_http.InferenceServerClient(inst.http, conn_timeout=60)
@@ -425,17 +506,7 @@ class Deployer:
 
 def _as_request(row: DeploymentRow, stamp: Stamp) -> DeploymentRequested:
     return DeploymentRequested(
-        **stamp.envelope(f"as-request/{row.name}"),
-        deployment=row.name,
-        model_name=row.model_name,
-        version=row.version,
-        engine=row.engine,
-        canary=row.canary,
-        public=row.public,
-        max_batch_size=row.max_batch_size,
-        preferred_batch_sizes=row.preferred_batch_sizes,
-        max_queue_delay_us=row.max_queue_delay_us,
-        instance_count=row.instance_count,
+        **stamp.envelope(f"as-request/{row.name}"), deployment=row.name, **spec_fields(row.spec)
     )
 
 

@@ -7,115 +7,29 @@ identical rows.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
-from operator import attrgetter
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import Column, Integer, MetaData, String, or_, select
+from sqlalchemy import MetaData, or_, select
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event
 from cvops.core import Settings
-from cvops.core.aggregates import AggregateTable
-from cvops.domain.catalog import (
-    DatasetVersionState,
-    ModelVersionState,
-    UploadState,
-    dataset_name_key,
-    dataset_version_key,
-    evolve_dataset_version,
-    evolve_model_version,
-    evolve_name,
-    evolve_upload,
-    model_name_key,
-    model_version_key,
-    upload_key,
-)
-from cvops.domain.catalog import NameState as NameRow
+from cvops.core.catalog import RegistryCatalog
 
 SUBJECTS = ["cvops.evt.registry.>"]
 
 metadata = MetaData()
 
-
-def _iso(get: Callable[[Any], datetime | None]) -> Callable[[Any], str | None]:
-    return lambda state: None if (when := get(state)) is None else when.isoformat()
-
-
-def _names(name: str, key_of: Callable[[Event], tuple[str] | None]) -> AggregateTable[NameRow]:
-    return AggregateTable(
-        metadata,
-        name,
-        NameRow,
-        key=[Column("name", String)],
-        key_of=key_of,
-        evolve=evolve_name,
-        columns=[
-            Column("owner", String, nullable=False),
-            (Column("created_at", String, nullable=False), _iso(attrgetter("created_at"))),
-            Column("latest_version", Integer, nullable=False),
-        ],
-    )
-
-
-# Every table is an aggregate table folded by cvops.domain.catalog; the columns beside the
-# state are what the queries below look up.
-MODELS = _names("models", model_name_key)
-DATASETS = _names("datasets", dataset_name_key)
-MODEL_VERSIONS = AggregateTable(
-    metadata,
-    "model_versions",
-    ModelVersionState,
-    key=[Column("model_name", String), Column("version", Integer)],
-    key_of=model_version_key,
-    evolve=evolve_model_version,
-    columns=[
-        Column("format", String, nullable=False),
-        (
-            Column("artifact_sha256", String, nullable=False, index=True),
-            lambda v: v.artifact.sha256,
-        ),
-        Column("stage", String, nullable=False),
-    ],
-)
-DATASET_VERSIONS = AggregateTable(
-    metadata,
-    "dataset_versions",
-    DatasetVersionState,
-    key=[Column("dataset_name", String), Column("version", Integer)],
-    key_of=dataset_version_key,
-    evolve=evolve_dataset_version,
-    columns=[
-        (
-            Column("source_sha256", String, nullable=False, index=True),
-            lambda d: d.source.sha256 if d.source else "",
-        ),
-        (
-            Column("canonical_sha256", String, nullable=False, index=True),
-            lambda d: d.canonical.sha256,
-        ),
-    ],
-)
-UPLOADS = AggregateTable(
-    metadata,
-    "uploads",
-    UploadState,
-    key=[Column("upload_id", String)],
-    key_of=upload_key,
-    evolve=evolve_upload,
-    columns=[
-        Column("kind", String, nullable=False),  # model | dataset
-        Column("name", String, nullable=False),
-        Column("status", String, nullable=False),  # pending | validated | rejected
-        Column("artifact_sha256", String, nullable=False, index=True),
-        (Column("received_at", String), _iso(attrgetter("received_at"))),
-        (Column("decided_at", String), _iso(attrgetter("decided_at"))),
-    ],
-)
-TABLES: list[AggregateTable[Any]] = [MODELS, DATASETS, MODEL_VERSIONS, DATASET_VERSIONS, UPLOADS]
+# Every table is an aggregate table folded by cvops.domain.catalog (``cvops.core.catalog``
+# declares them); the columns beside the state are what the queries below look up.
+catalog = RegistryCatalog(metadata)
+MODELS = catalog.models
+DATASETS = catalog.datasets
+MODEL_VERSIONS = catalog.model_versions
+DATASET_VERSIONS = catalog.dataset_versions
+UPLOADS = catalog.uploads
+TABLES = catalog.tables
 models = MODELS.table
 datasets = DATASETS.table
 model_versions = MODEL_VERSIONS.table
@@ -132,8 +46,7 @@ class RegistryProjection:
     version = 2
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
-        for table in TABLES:
-            table.apply(session, event)
+        catalog.apply(session, event)
 
 
 projection = RegistryProjection()

@@ -32,6 +32,8 @@ from cvops.core import (
     write_aggregate,
 )
 from cvops.core.logging import get_logger
+from cvops.domain.checks import check_storable
+from cvops.domain.errors import Invalid
 from cvops.registry import handlers
 from cvops.registry import projection as view
 from cvops.registry.bundled import BUNDLED
@@ -99,7 +101,13 @@ class UploadValidator:
         work.mkdir(parents=True)
         started = time.perf_counter()
         try:
-            verdict, canonical = await self._inspect(upload, work)
+            try:  # an upload that got into the log before values were checked at the gateway
+                check_storable(upload)
+            except Invalid as err:
+                refused: Verdict = f"refused: {err}"
+                verdict, canonical = refused, None
+            else:
+                verdict, canonical = await self._inspect(upload, work)
             VALIDATION_SECONDS.labels(kind).observe(time.perf_counter() - started)
             rejected = isinstance(verdict, str)
             if rejected:  # refused bytes are gone by the time anyone reads the verdict

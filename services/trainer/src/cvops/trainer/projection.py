@@ -1,25 +1,25 @@
-"""The trainer's projection: jobs (their folded state), trials, per-epoch progress and the
-data sets the registry validated. The coordinator rebuilds a job's state from here.
+"""The trainer's projection: jobs (the aggregate table ``cvops.core.jobs`` declares: the folded
+state and a row per trial), per-epoch progress and the data sets the registry validated. The
+coordinator rebuilds a job's state from here.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, Text, select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from cvops.contracts import SUBJECT_PREFIX, Event
 from cvops.contracts.registry import DatasetRejected, DatasetValidated
-from cvops.contracts.training import GenerationStarted, TrialProgressed
+from cvops.contracts.training import TrialProgressed
 from cvops.core import Settings, catalog
 from cvops.core.catalog import datasets_table
+from cvops.core.jobs import training_jobs_table
 from cvops.domain.catalog import DatasetVersionState
-from cvops.domain.training import JobState, TrialState, evolve
+from cvops.domain.training import JobState
 from cvops.trainer.search import PeerProgress
 
 metadata = MetaData()
@@ -29,44 +29,10 @@ SUBJECTS = [  # what the trainer folds (the rebuild command replays the same)
     f"{SUBJECT_PREFIX}.registry.>",
 ]
 
-jobs = Table(
-    "jobs",
-    metadata,
-    Column("job_id", String, primary_key=True),
-    Column("status", String, nullable=False),
-    Column("actor", String, nullable=False),
-    Column("dataset", String, nullable=False),
-    Column("arch", String, nullable=False),
-    Column("job_type", String, nullable=False),
-    Column("generation", Integer),  # newest started generation
-    Column("trials_completed", Integer, nullable=False, default=0),
-    Column("trials_failed", Integer, nullable=False, default=0),
-    Column("trials_pruned", Integer, nullable=False, default=0),
-    Column("cancel_requested", Integer, nullable=False, default=0),
-    Column("reason", Text, nullable=False, default=""),
-    Column("requested_at", String, nullable=False),
-    Column("updated_at", String, nullable=False),
-    Column("state", Text, nullable=False),  # the JobState as JSON
-)
-
-trials = Table(
-    "trials",
-    metadata,
-    Column("trial_id", String, primary_key=True),
-    Column("job_id", String, nullable=False, index=True),
-    Column("generation", Integer, nullable=False),
-    Column("index", Integer, nullable=False),
-    Column("status", String, nullable=False),
-    Column("starts", Integer, nullable=False),
-    Column("parameters", Integer),
-    Column("epoch", Integer, nullable=False),
-    Column("val_accuracy", Float),
-    Column("accuracy", Float),
-    Column("latency_ms", Float),
-    Column("size_bytes", Integer),
-    Column("hyperparameters", Text, nullable=False),
-    Column("reason", Text, nullable=False),
-)
+# every job: the domain's JobState (the coordinator rebuilds from it) and a row per trial
+JOBS = training_jobs_table(metadata)
+jobs = JOBS.table
+job_trials = JOBS.children[0].table
 
 trial_progress = Table(
     "trial_progress",
@@ -89,20 +55,15 @@ dataset_rejections = Table(
     Column("reason", Text, nullable=False),
 )
 
-_encode = msgspec.json.Encoder().encode
-_decode_view = msgspec.json.Decoder(JobState).decode
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat()
-
 
 class TrainerProjection:
     """Folds training, trial and data-set events into SQLite (see ``ProjectionRunner``)."""
 
     name = "trainer"
     metadata = metadata
-    version = 1  # 1: data sets are the catalogue's aggregate table
+    # 1: data sets are the catalogue's aggregate table
+    # 2: jobs are cvops.core.jobs' aggregate table, trials its ``job_trials``
+    version = 2
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
@@ -114,89 +75,26 @@ class TrainerProjection:
                     .values(name=name, reason=reason)
                     .on_conflict_do_update(index_elements=["name"], set_={"reason": reason})
                 )
-            case _ if event.context in ("training", "trial"):
-                self._job_event(session, event, seq)
+            case _:
+                if JOBS.apply(session, event, seq) and isinstance(event, TrialProgressed):
+                    self._progress(session, event)
 
-    def _job_event(self, session: Session, event: Event, seq: int) -> None:
-        job_id = str(getattr(event, "job_id", ""))
-        before = load_job(session, job_id)
-        view = evolve(before, event, seq)
-        if view is None:
+    def _progress(self, session: Session, event: TrialProgressed) -> None:
+        """An epoch of a trial the job planned (a trial's first row of an epoch stands)."""
+        state = JOBS.get(session, event.job_id)
+        if state is None or event.trial_id not in state.trials:
             return
-        now = _iso(event.occurred_at)
-        counts = view.counts()
-        req = view.request
-        assert req is not None
-        row = {
-            "status": view.status,
-            "generation": view.generations[-1].generation if view.generations else None,
-            "trials_completed": counts["completed"],
-            "trials_failed": counts["failed"],
-            "trials_pruned": counts["pruned"],
-            "cancel_requested": int(view.cancel_requested),
-            "reason": view.reason,
-            "updated_at": now,
-            "state": _encode(view).decode(),
-        }
         session.execute(
-            insert(jobs)
+            insert(trial_progress)
             .values(
-                job_id=job_id,
-                actor=req.actor,
-                dataset=req.dataset,
-                arch=req.arch,
-                job_type=req.job_type,
-                requested_at=_iso(req.occurred_at),
-                **row,
+                trial_id=event.trial_id,
+                epoch=event.epoch,
+                job_id=event.job_id,
+                generation=event.generation,
+                train_loss=event.train_loss,
+                val_accuracy=event.val_accuracy,
             )
-            .on_conflict_do_update(index_elements=["job_id"], set_=row)
-        )
-        touched: list[str] = []
-        if isinstance(event, GenerationStarted):
-            touched = [s.trial_id for s in event.trials]
-        elif event.context == "trial":
-            touched = [str(getattr(event, "trial_id", ""))]
-        for tid in touched:
-            if tid in view.trials:
-                self._trial_row(session, job_id, view.trials[tid])
-        if isinstance(event, TrialProgressed) and event.trial_id in view.trials:
-            session.execute(
-                insert(trial_progress)
-                .values(
-                    trial_id=event.trial_id,
-                    epoch=event.epoch,
-                    job_id=job_id,
-                    generation=event.generation,
-                    train_loss=event.train_loss,
-                    val_accuracy=event.val_accuracy,
-                )
-                .on_conflict_do_nothing()
-            )
-
-    def _trial_row(self, session: Session, job_id: str, t: TrialState) -> None:
-        m = t.metrics
-        row: dict[str, Any] = {
-            "status": t.status,
-            "starts": t.starts,
-            "parameters": t.parameters,
-            "epoch": t.epoch,
-            "val_accuracy": t.val_accuracy,
-            "accuracy": m.accuracy if m else None,
-            "latency_ms": m.latency_ms if m else None,
-            "size_bytes": m.size_bytes if m else None,
-            "hyperparameters": _encode(t.hyperparameters).decode(),
-            "reason": t.reason,
-        }
-        session.execute(
-            insert(trials)
-            .values(
-                trial_id=t.trial_id,
-                job_id=job_id,
-                generation=t.generation,
-                index=t.index,
-                **row,
-            )
-            .on_conflict_do_update(index_elements=["trial_id"], set_=row)
+            .on_conflict_do_nothing()
         )
 
 
@@ -213,8 +111,7 @@ def db_path(settings: Settings) -> Path:
 
 def load_job(session: Session, job_id: str) -> JobState | None:
     """A job's folded state, or None when no request of that id was seen."""
-    state = session.execute(select(jobs.c.state).where(jobs.c.job_id == job_id)).scalar()
-    return _decode_view(state) if state else None
+    return JOBS.get(session, job_id)
 
 
 def dataset_versions(session: Session) -> dict[str, list[DatasetVersionState]]:
@@ -229,12 +126,16 @@ def dataset_rejection_reasons(session: Session) -> dict[str, str]:
 def peer_progress(session: Session, job_id: str, epoch: int, exclude: str) -> list[PeerProgress]:
     """Val accuracy after ``epoch`` of the job's completed trials (pruning compares to these)."""
     rows = session.execute(
-        select(trial_progress.c.val_accuracy, trials.c.parameters)
-        .join(trials, trials.c.trial_id == trial_progress.c.trial_id)
+        select(trial_progress.c.val_accuracy, job_trials.c.parameters)
+        .join(
+            job_trials,
+            (job_trials.c.job_id == trial_progress.c.job_id)
+            & (job_trials.c.trial_id == trial_progress.c.trial_id),
+        )
         .where(
             trial_progress.c.job_id == job_id,
             trial_progress.c.epoch == epoch,
-            trials.c.status == "completed",
+            job_trials.c.status == "completed",
             trial_progress.c.trial_id != exclude,
         )
     ).all()
@@ -249,8 +150,28 @@ def job_status(session: Session, job_id: str) -> tuple[str, bool] | None:
     return None if row is None else (row.status, bool(row.cancel_requested))
 
 
+def _summary(state: JobState) -> dict[str, Any]:
+    req = state.request
+    assert req is not None
+    counts = state.counts()
+    return {
+        "job_id": state.job_id,
+        "status": state.status,
+        "actor": req.actor,
+        "dataset": req.dataset,
+        "arch": req.arch,
+        "job_type": req.job_type,
+        "generation": state.generations[-1].generation if state.generations else None,
+        "trials_completed": counts["completed"],
+        "trials_failed": counts["failed"],
+        "trials_pruned": counts["pruned"],
+        "cancel_requested": int(state.cancel_requested),
+        "reason": state.reason,
+        "requested_at": req.occurred_at.isoformat(),
+    }
+
+
 def list_jobs(session: Session) -> list[dict[str, Any]]:
     """Every job, newest first (without the folded state)."""
-    cols = [c for c in jobs.c if c.name != "state"]
-    rows = session.execute(select(*cols).order_by(jobs.c.requested_at.desc())).all()
-    return [dict(r._mapping) for r in rows]
+    rows = [_summary(state) for state in JOBS.states(session)]
+    return sorted(rows, key=lambda r: r["requested_at"], reverse=True)

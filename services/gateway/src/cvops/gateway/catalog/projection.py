@@ -16,74 +16,13 @@ from sqlalchemy.orm import Session
 from cvops.contracts import Event
 from cvops.contracts.api import DatasetView, EngineArtifactView, ModelVersionView, ModelView
 from cvops.contracts.conversion import ArtifactProduced
-from cvops.core.aggregates import AggregateTable
-from cvops.domain.catalog import (
-    DatasetVersionState,
-    ModelVersionState,
-    NameState,
-    UploadState,
-    dataset_name_key,
-    dataset_version_key,
-    evolve_dataset_version,
-    evolve_model_version,
-    evolve_name,
-    evolve_upload,
-    model_name_key,
-    model_version_key,
-    upload_key,
-)
+from cvops.core.catalog import RegistryCatalog
+from cvops.domain.catalog import DatasetVersionState, ModelVersionState, NameState, UploadState
 from cvops.gateway.core import Fold, as_json, metadata
 
-# Models, data sets, their versions and uploads: aggregate tables folded by
-# ``cvops.domain.catalog`` (the state as JSON; the columns beside it are what reads look up).
-MODELS = AggregateTable(
-    metadata,
-    "models",
-    NameState,
-    key=[Column("name", String)],
-    key_of=model_name_key,
-    evolve=evolve_name,
-    columns=[Column("latest_version", Integer, nullable=False)],
-)
-DATASETS = AggregateTable(
-    metadata,
-    "datasets",
-    NameState,
-    key=[Column("name", String)],
-    key_of=dataset_name_key,
-    evolve=evolve_name,
-    columns=[Column("latest_version", Integer, nullable=False)],
-)
-MODEL_VERSIONS = AggregateTable(
-    metadata,
-    "model_versions",
-    ModelVersionState,
-    key=[Column("model_name", String), Column("version", Integer)],
-    key_of=model_version_key,
-    evolve=evolve_model_version,
-)
-DATASET_VERSIONS = AggregateTable(
-    metadata,
-    "dataset_versions",
-    DatasetVersionState,
-    key=[Column("name", String), Column("version", Integer)],
-    key_of=dataset_version_key,
-    evolve=evolve_dataset_version,
-)
-UPLOADS = AggregateTable(
-    metadata,
-    "uploads",
-    UploadState,
-    key=[Column("upload_id", String)],
-    key_of=upload_key,
-    evolve=evolve_upload,
-    columns=[
-        Column("kind", String, nullable=False),
-        Column("name", String, nullable=False),
-        Column("status", String, nullable=False),
-    ],
-)
-CATALOG_TABLES = (MODELS, DATASETS, MODEL_VERSIONS, DATASET_VERSIONS, UPLOADS)
+# Models, data sets, their versions and uploads: the registry's catalogue, the aggregate tables
+# ``cvops.core.catalog`` declares, folded by ``cvops.domain.catalog``.
+CATALOG = RegistryCatalog(metadata)
 
 # ``body`` is an EngineArtifactView as JSON.
 engine_artifacts = Table(
@@ -103,8 +42,7 @@ engine_artifacts = Table(
 
 def fold_catalog(session: Session, event: Event, seq: int, at: str) -> None:
     """Models, data sets, their versions and uploads from ``registry.*`` events."""
-    for table in CATALOG_TABLES:
-        table.apply(session, event)
+    CATALOG.apply(session, event)
 
 
 def fold_engine_artifacts(session: Session, event: Event, seq: int, at: str) -> None:
@@ -126,6 +64,7 @@ def fold_engine_artifacts(session: Session, event: Event, seq: int, at: str) -> 
                 excluded_layers=list(event.excluded_layers),
                 calibration=event.calibration,
                 opset=event.opset,
+                probe=event.probe,
                 created_at=event.occurred_at,
             )
             session.execute(
@@ -161,7 +100,7 @@ def _model_view(name: NameState) -> ModelView:
 
 
 def _uploader(s: Session, upload_id: str, default: str) -> str:
-    found = UPLOADS.get(s, upload_id)
+    found = CATALOG.uploads.get(s, upload_id)
     return found.actor if found is not None and found.actor else default
 
 
@@ -205,30 +144,30 @@ def _dataset_view(s: Session, d: DatasetVersionState) -> DatasetView:
 
 def list_models(s: Session) -> list[ModelView]:
     """Models with at least one version."""
-    return [_model_view(m) for m in MODELS.states(s) if m.latest_version]
+    return [_model_view(m) for m in CATALOG.models.states(s) if m.latest_version]
 
 
 def list_versions(s: Session, name: str) -> list[ModelVersionView]:
-    return [_version_view(s, v) for v in MODEL_VERSIONS.states(s, model_name=name)]
+    return [_version_view(s, v) for v in CATALOG.model_versions.states(s, model_name=name)]
 
 
 def get_model(s: Session, name: str) -> ModelView | None:
-    found = MODELS.get(s, name)
+    found = CATALOG.models.get(s, name)
     if found is None or not found.latest_version:
         return None
     return msgspec.structs.replace(_model_view(found), versions=list_versions(s, name))
 
 
 def get_version(s: Session, name: str, version: int) -> ModelVersionView | None:
-    found = MODEL_VERSIONS.get(s, name, version)
+    found = CATALOG.model_versions.get(s, name, version)
     return _version_view(s, found) if found else None
 
 
 def list_datasets(s: Session) -> list[DatasetView]:
     """The latest validated version of every data set."""
     out = []
-    for name in DATASETS.states(s):
-        found = DATASET_VERSIONS.get(s, name.name, name.latest_version)
+    for name in CATALOG.datasets.states(s):
+        found = CATALOG.dataset_versions.get(s, name.name, name.latest_version)
         if found is not None:
             out.append(_dataset_view(s, found))
     return out
@@ -236,26 +175,26 @@ def list_datasets(s: Session) -> list[DatasetView]:
 
 def get_dataset(s: Session, name: str, version: int | None = None) -> DatasetView | None:
     if version is not None:
-        found = DATASET_VERSIONS.get(s, name, version)
+        found = CATALOG.dataset_versions.get(s, name, version)
     else:
-        versions = DATASET_VERSIONS.states(s, name=name)
+        versions = CATALOG.dataset_versions.states(s, dataset_name=name)
         found = versions[-1] if versions else None
     return _dataset_view(s, found) if found else None
 
 
 def get_upload(s: Session, upload_id: str) -> UploadState | None:
-    return UPLOADS.get(s, upload_id)
+    return CATALOG.uploads.get(s, upload_id)
 
 
 def uploads_by_id(s: Session, upload_ids: list[str]) -> dict[str, UploadState]:
     """The uploads among ``upload_ids`` that the log has, by id."""
-    found = (UPLOADS.get(s, upload_id) for upload_id in dict.fromkeys(upload_ids))
+    found = (CATALOG.uploads.get(s, upload_id) for upload_id in dict.fromkeys(upload_ids))
     return {u.upload_id: u for u in found if u is not None}
 
 
 def dataset_rejection(s: Session, name: str) -> str | None:
     """Why the newest rejected upload of data set ``name`` was refused (None: none was)."""
-    rejected = UPLOADS.states(s, kind="dataset", name=name, status="rejected")
+    rejected = CATALOG.uploads.states(s, kind="dataset", name=name, status="rejected")
     if not rejected:
         return None
     oldest = datetime.min.replace(tzinfo=UTC)

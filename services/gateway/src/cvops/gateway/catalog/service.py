@@ -20,6 +20,7 @@ from cvops.contracts.api import (
 )
 from cvops.contracts.registry import DatasetUploadReceived, ModelUploadReceived
 from cvops.core import ArtifactStore
+from cvops.domain.checks import check_storable, fits_int64
 from cvops.gateway.auth import Principal
 from cvops.gateway.catalog import projection as views
 from cvops.gateway.catalog import rules
@@ -27,6 +28,12 @@ from cvops.gateway.catalog.rules import MAX_FIELD_CHARS
 from cvops.gateway.core import Gateway
 from cvops.gateway.errors import Invalid, NotFound
 from cvops.gateway.uploads import UploadForm, read_form
+
+
+def _version_number(name: str, version: int) -> None:
+    """A version number no projection can hold names no version (not a 500)."""
+    if not fits_int64(version):
+        raise NotFound(f"model {name!r} has no version {version}")
 
 
 def model_subjects(model_name: str) -> str:
@@ -69,6 +76,7 @@ class CatalogService:
         return versions
 
     def version(self, name: str, version: int) -> ModelVersionView:
+        _version_number(name, version)
         with self.gateway.session() as s:
             found = views.get_version(s, name, version)
         if found is None:
@@ -76,6 +84,7 @@ class CatalogService:
         return found
 
     def engine_artifacts(self, name: str, version: int) -> list[EngineArtifactView]:
+        _version_number(name, version)
         with self.gateway.session() as s:
             found = views.get_version(s, name, version)
             artifacts = views.list_engine_artifacts(s, name, version)
@@ -98,6 +107,7 @@ class CatalogService:
     async def change_stage(
         self, who: Principal, name: str, version: int, stage: str, correlation_id: str
     ) -> ModelVersionView:
+        _version_number(name, version)
         stamp = self.gateway.stamp(who.username, correlation_id)
 
         def decide() -> list[Event]:
@@ -153,6 +163,9 @@ class CatalogService:
         num_classes = rules.optional_int(fields, "num_classes", minimum=1)
         input_shape = rules.input_shape(fields.get("input_shape", ""))
         description = rules.optional_text(fields, "description", MAX_FIELD_CHARS) or ""
+        # what the event will carry must be storable before its bytes are (the bus checks
+        # the event again; by then the blob would be stored for nothing)
+        check_storable({"num_classes": num_classes, "input_shape": input_shape})
         artifact = await self._store(form)
         upload_id = uuid.uuid4().hex
         stamp = self.gateway.stamp(who.username, correlation_id)
@@ -176,6 +189,7 @@ class CatalogService:
         name = rules.required_name(fields)
         description = rules.optional_text(fields, "description", MAX_FIELD_CHARS) or ""
         seed = rules.optional_int(fields, "seed", minimum=0) or 0
+        check_storable({"seed": seed})  # before the bytes are stored, as for models
         artifact = await self._store(form)
         upload_id = uuid.uuid4().hex
         stamp = self.gateway.stamp(who.username, correlation_id)
