@@ -15,6 +15,7 @@ showed before and serve the same answer. `down` leaves no process behind.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -40,14 +41,16 @@ from tritonclient.utils import InferenceServerException
 
 from cvops.client import Client
 from cvops.client.rebuild import projection_entry_points
+from cvops.client.sdk import CvopsError
 from cvops.contracts.api import (
     CreateBenchmark,
     CreateConversion,
     CreateDeployment,
     CreateJob,
     ModelVersionView,
+    ReportView,
 )
-from cvops.core import local
+from cvops.core import Bus, local
 from cvops.core.settings import Settings, load_settings
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -342,6 +345,29 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
         running.stop_everything()
 
 
+def _settled(report: ReportView, settings: Settings) -> bool:
+    """The report shows the deployment and reflects the whole log but its own event."""
+
+    async def last_seq() -> int:
+        bus = await Bus.connect(settings, name="pipeline-test")
+        try:
+            return await bus.last_seq()
+        finally:
+            await bus.close()
+
+    return bool(report.deployments) and report.last_seq + 1 >= asyncio.run(last_seq())
+
+
+def _report(client: Client) -> ReportView | None:
+    """The model version's newest report (None: none yet)."""
+    try:
+        return client.report(MODEL, 1)
+    except CvopsError as err:
+        if err.status == 404:
+            return None
+        raise
+
+
 def _views(client: Client, job: str, conversion: str, benchmark: str) -> tuple[object, ...]:
     """What a user reads back about everything the scenario did."""
     return (
@@ -532,6 +558,20 @@ def test_upload_train_convert_benchmark_deploy_infer_then_rebuild_every_projecti
         else:  # the INT8 engine: within its record of the source's outputs
             bound = check.recorded_max_abs_error * 1.5 + 1e-3
             assert float(np.max(np.abs(served - expected))) <= bound
+
+        # -- the reporter's one report of the lineage, from the data set to the deployment --
+        # (and the reporter idle: the log ends with its report, so nothing lands after the stop)
+        report = _wait(
+            "the report of the deployed version, last in the log",
+            lambda: r if (r := _report(client)) is not None and _settled(r, settings) else None,
+            120,
+            partial(platform.logs, "reporter"),
+        )
+        assert report.deployments == [DEPLOYMENT] and report.training_job == job.job_id
+        assert report.benchmark_jobs == [benchmark.job_id]
+        assert {"training", "conversion", "benchmark", "deployment"} <= set(report.sections)
+        html = client.download_report(MODEL, 1, "html", tmp_path)
+        assert deployed.artifact_sha256 and deployed.artifact_sha256 in Path(html).read_text()
 
         seen = _views(client, job.job_id, conversion.job_id, benchmark.job_id)
     took_pipeline = time.monotonic() - t0

@@ -38,6 +38,7 @@ from cvops.contracts.registry import (
     ModelVersionAdded,
     SplitCounts,
 )
+from cvops.contracts.reporting import ReportGenerated
 from cvops.contracts.training import TrainingRequested
 from cvops.core import ArtifactStore, Bus, Settings, load_settings
 from cvops.gateway.auth import new_token
@@ -132,6 +133,7 @@ async def seed_log(settings: Settings, platform: Platform) -> None:
         ):
             await bus.publish(event)
         await seed_work(bus, platform, stamp, by_registry, ref)
+        await seed_report(bus, store, platform)
     finally:
         await bus.close()
 
@@ -202,6 +204,27 @@ async def seed_work(
         BenchmarkRowMeasured(**by_service.envelope("row"), **benchmark, row=row),
     ):
         await bus.publish(event)
+
+
+async def seed_report(bus: Bus, store: ArtifactStore, platform: Platform) -> None:
+    """Given: the reporter's report of the seeded model version, its files in the store."""
+    stamp = Stamp(
+        now=datetime.now(UTC), actor="reporter", correlation_id=f"report-seed-{platform.tag}"
+    )
+    html = await store.put_bytes(b"<!DOCTYPE html><p>seeded report</p>", filename="report.html")
+    await bus.publish(
+        ReportGenerated(
+            **stamp.envelope("report"),
+            model_name=platform.model,
+            version=1,
+            html=html,
+            pdf=await store.put_bytes(b"%PDF-1.7 seeded", filename="report.pdf"),
+            data=await store.put_bytes(b'{"seeded": true}', filename="report.json"),
+            charts={"latency": await store.put_bytes(b"\x89PNG seeded", filename="latency.png")},
+            sections=["dataset"],
+            last_seq=await bus.last_seq(),
+        )
+    )
 
 
 def start_platform(nats_url: str, home: Path, **overrides: object) -> Platform:

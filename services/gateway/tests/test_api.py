@@ -202,6 +202,27 @@ ROUTES = [
         "viewer",
         lambda p: f"{_version(p)}/artifacts",
     ),
+    Route(
+        "GET",
+        "/models/{name:str}/versions/{version:int}/report",
+        "viewer",
+        lambda p: f"{_version(p)}/report",
+    ),
+    *(
+        Route(
+            "GET",
+            f"/models/{{name:str}}/versions/{{version:int}}/report.{kind}",
+            "viewer",
+            lambda p, kind=kind: f"{_version(p)}/report.{kind}",
+        )
+        for kind in ("html", "pdf", "json")
+    ),
+    Route(
+        "GET",
+        "/models/{name:str}/versions/{version:int}/report/charts/{chart:str}",
+        "viewer",
+        lambda p: f"{_version(p)}/report/charts/latency.png",
+    ),
 ]
 
 

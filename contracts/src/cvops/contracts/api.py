@@ -20,6 +20,7 @@ from cvops.contracts.conversion import (
 from cvops.contracts.deployment import Canary, ServingCheck
 from cvops.contracts.identity import Role
 from cvops.contracts.registry import ImageStats, SplitCounts, Stage
+from cvops.contracts.reporting import MissingSection
 from cvops.contracts.training import (
     Budget,
     Constraints,
@@ -465,3 +466,30 @@ class BenchmarkView(msgspec.Struct, kw_only=True):
     unavailable: dict[str, str] = {}
     rows: list[BenchmarkRow] = []
     recommendation: BenchmarkRecommendation | None = None
+
+
+# -- reports ----------------------------------------------------------------------------------
+
+
+class ReportView(msgspec.Struct, kw_only=True):
+    """The newest report of a model version (``GET /models/{name}/versions/{v}/report``).
+
+    ``html``, ``pdf``, ``data`` and ``chart_files`` are gateway paths to fetch the files
+    from (``chart_files`` by chart name); the report reflects the log up to ``last_seq``.
+    """
+
+    model_name: str
+    version: int
+    generated_at: datetime
+    last_seq: int
+    html: str
+    pdf: str
+    data: str
+    sections: list[str] = []  # the sections with results, in report order
+    missing: list[MissingSection] = []  # each other section and what it waits for
+    charts: list[str] = []
+    chart_files: dict[str, str] = {}
+    training_job: str | None = None  # the lineage: the job that produced the version
+    conversion_jobs: list[str] = []
+    benchmark_jobs: list[str] = []
+    deployments: list[str] = []

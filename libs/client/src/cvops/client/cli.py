@@ -9,8 +9,10 @@ from __future__ import annotations
 import fnmatch
 import os
 import time
+import webbrowser
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -1264,6 +1266,48 @@ def benchmarks() -> None:
 def benchmarks_show(job_id: str, as_json: bool) -> None:
     """A benchmark's rows and its recommendation."""
     _benchmark_result(_state().client().show_benchmark(job_id), as_json)
+
+
+# -- reports ----------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("ref", metavar="MODEL:VERSION")
+@click.option("--open", "open_", is_flag=True, help="Open the HTML report in a web browser.")
+@click.option("--pdf", is_flag=True, help="Download the PDF too.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, writable=True),
+    default=".",
+    show_default=True,
+    help="Directory to write the files in.",
+)
+@json_option
+def report(ref: str, open_: bool, pdf: bool, output: str, as_json: bool) -> None:
+    """Download a version's newest report and list its sections.
+
+    Writes MODEL-vVERSION-report.html (one self-contained page: it works offline), with --pdf
+    also MODEL-vVERSION-report.pdf, and prints which sections have results and what each
+    missing one waits for. A version without a report yet exits 1.
+    """
+    name, version = _parse_ref(ref, need_version=True)
+    assert version is not None
+    client = _state().client()
+    found = client.report(name, version)
+    directory = Path(output)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [client.download_report(name, version, "html", directory)]
+    if pdf:
+        written.append(client.download_report(name, version, "pdf", directory))
+    if as_json:
+        _emit_json(found)
+        for path in written:  # stdout stays JSON only
+            click.echo(f"wrote {path}", err=True)
+    else:
+        _show(views.report_view(found, written))
+    if open_:
+        webbrowser.open(written[0].resolve().as_uri())
 
 
 # -- projections --------------------------------------------------------------------------

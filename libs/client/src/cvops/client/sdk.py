@@ -43,6 +43,7 @@ from cvops.contracts.api import (
     LoginResponse,
     ModelVersionView,
     ModelView,
+    ReportView,
     StageChange,
     TokenCreated,
     TokenView,
@@ -391,6 +392,21 @@ class Client:
         """
         route = f"/models/{_segment(name)}/versions/{_segment(version)}/artifact"
         dest = Path(path)
+
+        def target(response: httpx.Response) -> Path:
+            if dest.is_dir():
+                return dest / _attachment_name(response, f"{name}-v{version}")
+            return dest
+
+        return self._download(route, target, progress)
+
+    def _download(
+        self,
+        route: str,
+        target: Callable[[httpx.Response], Path],
+        progress: Progress | None,
+    ) -> Path:
+        """Stream ``route`` into the file ``target(response)`` names (through a ``.part``)."""
         with self._no_transport_errors():
             request = self._http.build_request(
                 "GET", route, headers=self._headers(), timeout=_UPLOAD_TIMEOUT
@@ -400,8 +416,7 @@ class Client:
                 if response.is_error:
                     response.read()
                     raise error_from_response(response)
-                if dest.is_dir():
-                    dest = dest / _attachment_name(response, f"{name}-v{version}")
+                dest = target(response)
                 total = int(response.headers.get("content-length") or 0)
                 partial = dest.with_name(dest.name + ".part")
                 try:
@@ -604,6 +619,46 @@ class Client:
         """A benchmark: measured rows and the recommendation under the SLA."""
         return self._call("GET", f"/benchmarks/{_segment(job_id)}", BenchmarkView)
 
+    # -- reports ----------------------------------------------------------------------
+
+    def report(self, name: str, version: int) -> ReportView:
+        """The newest report of a model version: sections, what the missing ones wait for,
+        charts, lineage and the paths of its files (404 ``not_found``: none yet)."""
+        path = f"/models/{_segment(name)}/versions/{_segment(version)}/report"
+        return self._call("GET", path, ReportView)
+
+    def download_report(
+        self,
+        name: str,
+        version: int,
+        kind: str = "html",
+        dest: str | os.PathLike[str] = ".",
+        progress: Progress | None = None,
+    ) -> Path:
+        """Stream a file of a version's newest report to ``dest``.
+
+        Args:
+            kind: ``html`` (self-contained, works offline), ``pdf``, ``json`` (the data), or a
+                chart as ``<chart>.png`` (names in :meth:`report`'s ``charts``).
+            dest: the file to write, or a directory to put ``<model>-v<version>-report.<kind>``
+                (a chart: ``<model>-v<version>-<chart>.png``) in.
+
+        Returns:
+            the file written; nothing is left behind when the transfer fails.
+        """
+        base = f"/models/{_segment(name)}/versions/{_segment(version)}/report"
+        if kind in REPORT_FILES:
+            route, filename = f"{base}.{kind}", report_filename(name, version, kind)
+        elif kind.endswith(".png") and kind != ".png":
+            route = f"{base}/charts/{_segment(kind)}"
+            filename = f"{_safe_name(name)}-v{version}-{_safe_name(kind)}"
+        else:
+            raise ValueError(f"kind must be html, pdf, json or <chart>.png, not {kind!r}")
+        where = Path(dest)
+        return self._download(
+            route, lambda _r: where / filename if where.is_dir() else where, progress
+        )
+
     def health(self, *, ready: bool = True) -> Health:
         """``/health/ready`` (NATS reachable, projection lag) or ``/health/live``."""
         response = self._send("GET", "/health/ready" if ready else "/health/live")
@@ -644,6 +699,20 @@ class Client:
         if response.is_error:
             raise error_from_response(response)
         return self._decode(response, UploadResult)
+
+
+REPORT_FILES = ("html", "pdf", "json")
+"""The files of a report besides its charts (``Client.download_report`` kinds)."""
+
+
+def _safe_name(name: str) -> str:
+    """A name as one file-name component (a model name never makes a path)."""
+    return name.replace("/", "_").replace("\\", "_").lstrip(".") or "_"
+
+
+def report_filename(name: str, version: int, kind: str) -> str:
+    """``<model>-v<version>-report.<kind>``: where ``cvops report`` writes a report file."""
+    return f"{_safe_name(name)}-v{version}-report.{kind}"
 
 
 def _attachment_name(response: httpx.Response, fallback: str) -> str:

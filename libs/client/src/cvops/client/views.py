@@ -22,6 +22,7 @@ from cvops.contracts.api import (
     ModelVersionView,
     ModelView,
     RegisteredModel,
+    ReportView,
     TokenView,
     TrialView,
     UploadResult,
@@ -29,6 +30,7 @@ from cvops.contracts.api import (
 )
 from cvops.contracts.common import ArtifactRef, TensorSpec
 from cvops.contracts.conversion import BenchmarkRow
+from cvops.contracts.reporting import REPORT_SECTIONS
 from cvops.contracts.training import TrialSummary
 
 _ENVELOPE = {"type", "event_id", "occurred_at", "actor", "correlation_id", "causation_id"}
@@ -728,3 +730,32 @@ def benchmark_view(bench: BenchmarkView) -> RenderableType:
     if bench.recommendation is not None:
         parts += [Text(""), recommendation_view(bench.recommendation)]
     return Group(*parts)
+
+
+def report_sections_table(report: ReportView) -> Table:
+    """Each section of a report in report order: shown, or what it still waits for."""
+    table = _table("SECTION", "IN REPORT", "WAITS FOR", title="Sections", wrap=("WAITS FOR",))
+    missing = {m.section: m.reason for m in report.missing}
+    order = {name: i for i, name in enumerate(REPORT_SECTIONS)}
+    for section in sorted({*report.sections, *missing}, key=lambda s: (order.get(s, 99), s)):
+        if section in missing:
+            _row(table, section, "no", missing[section])
+        else:
+            _row(table, section, "yes", "-")
+    return table
+
+
+def report_view(report: ReportView, files: Iterable[object] = ()) -> RenderableType:
+    """A report: which version and log it reflects, its lineage, its sections, files written."""
+    rows: list[tuple[str, object]] = [
+        ("report", f"{report.model_name}:{report.version}"),
+        ("generated", when(report.generated_at, seconds=True)),
+        ("log up to", f"sequence {report.last_seq}"),
+        ("training job", report.training_job or "-"),
+        ("conversions", ", ".join(report.conversion_jobs) or "-"),
+        ("benchmarks", ", ".join(report.benchmark_jobs) or "-"),
+        ("deployments", ", ".join(report.deployments) or "-"),
+        ("charts", ", ".join(report.charts) or "-"),
+    ]
+    rows += [("wrote", path) for path in files]
+    return Group(fields(rows), Text(""), report_sections_table(report))

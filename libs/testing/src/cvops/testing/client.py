@@ -88,6 +88,7 @@ class FakeGateway:
     conversions: dict[str, ConversionView] = field(default_factory=dict)
     benchmarks: dict[str, BenchmarkView] = field(default_factory=dict)
     engines: dict[tuple[str, int], list[EngineArtifactView]] = field(default_factory=dict)
+    reports: dict[tuple[str, int], fake_services.ReportStory] = field(default_factory=dict)
     # how the scripted services answer: a job "completed", "failed" or left "running";
     # a deployment "ready" or "failed"; a conversion or benchmark "completed" or "failed"
     job_outcome: str = "completed"
@@ -141,6 +142,13 @@ class FakeGateway:
             ("GET", r"/models/(?P<name>[^/]+)/versions/(?P<v>\d+)/artifacts", self.engines_, True),
             ("POST", r"/benchmarks", self.benchmark, True),
             ("GET", r"/benchmarks/(?P<job_id>[^/]+)", self.show_benchmark, True),
+            ("GET", r"/models/(?P<name>[^/]+)/versions/(?P<v>\d+)/report", self.report, True),
+            (
+                "GET",
+                r"/models/(?P<name>[^/]+)/versions/(?P<v>\d+)/report(?P<file>\.(html|pdf|json)|/charts/[^/]+)",
+                self.report_file,
+                True,
+            ),
         ]
         for method, pattern, handler, needs_auth in routes:
             match = re.fullmatch(pattern, request.url.path)
@@ -620,6 +628,38 @@ class FakeGateway:
         if job_id not in self.benchmarks:
             return _error(404, "not_found", f"no benchmark {job_id!r}")
         return _json(200, self.benchmarks[job_id])
+
+    # -- reports ------------------------------------------------------------------------
+
+    def add_report(self, name: str, version: int = 1) -> fake_services.ReportStory:
+        """The reporter's report of ``name:version`` (scripted: cvops.testing.client_fakes)."""
+        story = self.reports[(name, version)] = fake_services.report(name, version)
+        return story
+
+    def report(self, _request: httpx.Request, _user: str, name: str, v: str) -> httpx.Response:
+        story = self.reports.get((name, int(v)))
+        if story is None:
+            return _error(404, "not_found", f"no report yet for {name}:{v}")
+        return _json(200, story.view)
+
+    def report_file(
+        self, request: httpx.Request, user: str, name: str, v: str, file: str
+    ) -> httpx.Response:
+        story = self.reports.get((name, int(v)))
+        if story is None:
+            return _error(404, "not_found", f"no report yet for {name}:{v}")
+        content = story.files.get(request.url.path)
+        if content is None:
+            return _error(404, "not_found", f"the report of {name}:{v} has no {file}")
+        media_types = {".html": "text/html; charset=utf-8", ".pdf": "application/pdf"}
+        media_type = media_types.get(
+            file, "image/png" if file.endswith(".png") else "application/json"
+        )
+        return httpx.Response(
+            200,
+            content=content,
+            headers={"content-type": media_type, "content-length": str(len(content))},
+        )
 
     def token_for(self, username: str) -> str:
         token = f"session-{username}-{len(self.sessions)}"

@@ -29,6 +29,7 @@ from cvops.contracts.api import (
     GenerationView,
     JobView,
     RegisteredModel,
+    ReportView,
     TrialView,
 )
 from cvops.contracts.conversion import (
@@ -59,6 +60,7 @@ from cvops.contracts.deployment import (
     DeploymentRetireRequested,
 )
 from cvops.contracts.registry import ModelUploadReceived, ModelVersionAdded
+from cvops.contracts.reporting import MissingSection, ReportGenerated
 from cvops.contracts.training import (
     Constraints,
     GenerationCompleted,
@@ -695,3 +697,71 @@ def benchmark(
         max_accuracy_drop=body.max_accuracy_drop,
     )
     return Story(feed(events), view)
+
+
+# -- reports -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ReportStory:
+    """A version's report as the gateway serves it: the view and each file's bytes by path."""
+
+    view: ReportView
+    files: dict[str, bytes]
+
+
+def report(model_name: str, version: int, last_seq: int = 42) -> ReportStory:
+    """What the reporter would announce for a version with a training job and a benchmark but
+    no conversion or deployment yet (``report.generated``), as the gateway's view of it."""
+    stamp = Stamp(now=T0, actor="reporter", correlation_id=f"corr-report-{model_name}")
+    base = f"/models/{model_name}/versions/{version}/report"
+    files = {
+        f"{base}.html": f"<!DOCTYPE html><title>{model_name}:{version}</title>".encode(),
+        f"{base}.pdf": b"%PDF-1.7 report",
+        f"{base}.json": b'{"sections": []}',
+        f"{base}/charts/latency.png": b"\x89PNG latency",
+    }
+    refs = {
+        path: ArtifactRef(sha256=f"{n:064x}", size=len(data))
+        for n, (path, data) in enumerate(files.items())
+    }
+    event = ReportGenerated(
+        **stamp.envelope("report"),
+        model_name=model_name,
+        version=version,
+        html=refs[f"{base}.html"],
+        pdf=refs[f"{base}.pdf"],
+        data=refs[f"{base}.json"],
+        charts={"latency": refs[f"{base}/charts/latency.png"]},
+        sections=["dataset", "training", "benchmark", "recommendation"],
+        missing=[
+            MissingSection(
+                section="conversion",
+                reason=f"no conversion yet: cvops convert {model_name}:{version}",
+            ),
+            MissingSection(
+                section="deployment", reason=f"not deployed: cvops deploy {model_name}:{version}"
+            ),
+        ],
+        last_seq=last_seq,
+        training_job="job-7",
+        benchmark_jobs=["bench-9"],
+    )
+    view = ReportView(
+        model_name=event.model_name,
+        version=event.version,
+        generated_at=event.occurred_at,
+        last_seq=event.last_seq,
+        html=f"{base}.html",
+        pdf=f"{base}.pdf",
+        data=f"{base}.json",
+        sections=list(event.sections),
+        missing=list(event.missing),
+        charts=list(event.charts),
+        chart_files={name: f"{base}/charts/{name}.png" for name in event.charts},
+        training_job=event.training_job,
+        conversion_jobs=list(event.conversion_jobs),
+        benchmark_jobs=list(event.benchmark_jobs),
+        deployments=list(event.deployments),
+    )
+    return ReportStory(view=view, files=files)

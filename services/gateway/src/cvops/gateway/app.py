@@ -30,6 +30,7 @@ from cvops.gateway.identity.routes import AuthController, UsersController
 from cvops.gateway.identity.service import IdentityService, bootstrap_admin
 from cvops.gateway.metrics import GatewayMetrics
 from cvops.gateway.openapi import document_routes, schema_router
+from cvops.gateway.reports import ReportsController, ReportService
 from cvops.gateway.training.routes import JobsController
 from cvops.gateway.training.service import TrainingService
 
@@ -47,6 +48,7 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     DeploymentsController,
     ConversionsController,
     BenchmarksController,
+    ReportsController,
     EventsController,
     UploadsController,
     HealthController,
@@ -74,11 +76,13 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         identity = IdentityService(gateway, Passwords(password_hasher))
         app.state.gateway = gateway
         app.state.identity = identity
-        app.state.catalog = CatalogService(gateway, ArtifactStore(bus))
+        artifacts = ArtifactStore(bus)
+        app.state.catalog = CatalogService(gateway, artifacts)
         app.state.training = TrainingService(gateway)
         app.state.deployment = DeploymentService(gateway)
         app.state.conversion = ConversionService(gateway)
         app.state.benchmark = BenchmarkService(gateway)
+        app.state.reports = ReportService(gateway, artifacts)
         app.state.feed = FeedService(gateway)
         app.state.health = HealthService(gateway)
         try:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cvops.contracts import Event
 from cvops.core import Settings
-from cvops.gateway import benchmark, conversion, deployment, feed
+from cvops.gateway import benchmark, conversion, deployment, feed, reports
 from cvops.gateway.catalog import projection as catalog
 from cvops.gateway.core import Fold, metadata
 from cvops.gateway.identity import projection as identity
@@ -24,7 +24,7 @@ from cvops.gateway.training import projection as training
 
 __all__ = ["FOLDS", "GatewayProjection", "db_path", "metadata", "projection"]
 
-CONTEXTS = (identity, catalog, training, deployment, conversion, benchmark)
+CONTEXTS = (identity, catalog, training, deployment, conversion, benchmark, reports)
 
 
 def _combined() -> dict[str, tuple[Fold, ...]]:
@@ -49,7 +49,8 @@ class GatewayProjection:
     # 4: conversions and benchmarks as aggregate tables folded by cvops.domain
     # 5: catalog and training tables are cvops.core's (the catalog in the registry's layout);
     #    deployments serve artifacts (engine, precision, served, checks)
-    version = 5
+    # 6: reports (the newest report.generated of each model version, cvops.core.reports)
+    version = 6
 
     def __init__(self) -> None:
         # per event context: committed batches that had one of its events (a cache's key)

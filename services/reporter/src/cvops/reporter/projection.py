@@ -1,8 +1,9 @@
 """The reporter's projection: everything a model version's report shows, folded by
 ``cvops.domain`` through the shared declarations of ``cvops.core`` (catalogue, training,
-conversion and benchmark jobs, deployments), plus three small tables of its own: which
-training job produced which version, which versions have a result their report does not
-show yet (``report_due``), and the newest report of each version (``reports``).
+conversion and benchmark jobs, deployments, and the newest report of each version,
+``cvops.core.reports``, which the gateway keeps too), plus two small tables of its own: which
+training job produced which version, and which versions have a result their report does not
+show yet (``report_due``).
 
 Rows come from events only; every ``apply`` is an upsert or a fold guarded by the event's
 sequence, so applying an event twice or rebuilding from the log gives identical rows.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy import Column, Integer, MetaData, String, Table, select
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
@@ -41,6 +42,7 @@ from cvops.core.jobs import (
     deployments_table,
     training_jobs_table,
 )
+from cvops.core.reports import Reports
 from cvops.domain.deployment import DeploymentState
 
 SUBJECTS = [
@@ -86,18 +88,8 @@ report_due = Table(
 )
 
 # the newest report of each version: the one reflecting the most of the log
-reports = Table(
-    "reports",
-    metadata,
-    Column("model_name", String, primary_key=True),
-    Column("version", Integer, primary_key=True),
-    Column("last_seq", Integer, nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("body", Text, nullable=False),  # the ReportGenerated event as JSON
-)
-
-_encode = msgspec.json.Encoder().encode
-_decode_report = msgspec.json.Decoder(ReportGenerated).decode
+report_store = Reports(metadata)
+reports = report_store.table
 
 # events after which a version's report shows something new
 _RESULTS = (
@@ -173,7 +165,7 @@ class ReporterProjection:
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
             case ReportGenerated():
-                self._report(session, event, seq)
+                report_store.apply(session, event, seq)
                 return
             case ModelVersionAdded() | ModelStageChanged():
                 catalog.apply(session, event)
@@ -206,27 +198,6 @@ class ReporterProjection:
                 return {(event.model_name, event.version)} | served_versions(state)
         name, version = getattr(event, "model_name", ""), getattr(event, "version", None)
         return {(str(name), int(version))} if name and version is not None else set()
-
-    def _report(self, session: Session, event: ReportGenerated, seq: int) -> None:
-        stmt = insert(reports).values(
-            model_name=event.model_name,
-            version=event.version,
-            last_seq=event.last_seq,
-            seq=seq,
-            body=_encode(event).decode(),
-        )
-        # the report reflecting the most of the log stands (two instances may race)
-        session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["model_name", "version"],
-                set_={
-                    "last_seq": stmt.excluded.last_seq,
-                    "seq": stmt.excluded.seq,
-                    "body": stmt.excluded.body,
-                },
-                where=reports.c.last_seq < stmt.excluded.last_seq,
-            )
-        )
 
 
 projection = ReporterProjection()
@@ -274,9 +245,4 @@ def due_reports(session: Session) -> list[Due]:
 
 def latest_report(session: Session, model_name: str, version: int) -> ReportGenerated | None:
     """The newest report of a version (None: none generated yet)."""
-    body = session.execute(
-        select(reports.c.body).where(
-            reports.c.model_name == model_name, reports.c.version == version
-        )
-    ).scalar_one_or_none()
-    return None if body is None else _decode_report(body)
+    return report_store.latest(session, model_name, version)
