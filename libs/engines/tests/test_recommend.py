@@ -136,6 +136,8 @@ def test_under_a_p95_sla_a_settled_row_beats_an_unsettled_one():
     assert (rec.pick.precision, rec.pick.batch_size, rec.pick.stable) == ("int8", 8, True)
     assert "of 2 stable rows of the" in rec.reason
     assert "did not settle" not in rec.reason
+    # the front returned is the stable rows' one: the pick is on it
+    assert rec.pick in rec.pareto and all(r.stable for r in rec.pareto)
 
 
 def test_without_a_p95_sla_stability_does_not_move_the_pick_but_is_flagged():

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 
 import nats.js.errors
@@ -128,8 +128,17 @@ class ArtifactStore:
         with contextlib.suppress(nats.js.errors.NotFoundError, nats.js.errors.ObjectNotFoundError):
             await self._store.delete(sha256)
 
-    async def iter_chunks(self, sha256: str, spool_dir: Path | None = None) -> AsyncIterator[bytes]:
-        """Yield a blob in chunks (spooled through a temp file, never all in memory)."""
+    async def iter_chunks(
+        self, sha256: str, spool_dir: Path | None = None
+    ) -> AsyncGenerator[bytes, None]:
+        """Yield a blob in chunks (spooled through a temp file in ``spool_dir``, made if
+        missing, never all in memory).
+
+        The blob is fetched and checked before the first chunk: a caller that must not
+        start a response it cannot finish awaits the first chunk before sending headers.
+        """
+        if spool_dir is not None:
+            spool_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=spool_dir) as d:
             p = await self.get_file(sha256, Path(d) / "blob")
             for chunk in _read_chunks(p):

@@ -44,6 +44,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_dataset_expanded_bytes: int = 4 * 1024**3
     max_image_pixels: int = 4096 * 4096
     session_ttl_s: int = 12 * 3600
+    # gateway sign-in throttle: failed logins per username and per client address within the
+    # window before ``POST /auth/login`` answers 429 (0: that limit is off); counted in each
+    # gateway process's memory
+    login_failures_per_user: int = 5
+    login_failures_per_address: int = 20
+    login_failure_window_s: float = 60.0
     read_your_write_timeout_s: float = 10.0
     upload_verdict_timeout_s: float = 120.0
     # trainer: ack wait of its work (a dead trainer's job/trial comes back after this), how
@@ -59,6 +65,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # this and resumes from its last published target / row)
     converter_ack_wait_s: float = 30.0
     benchmarker_ack_wait_s: float = 30.0
+    # `down` (and `local stop`): seconds between SIGTERM and SIGKILL for the services, and
+    # again for NATS
+    stop_grace_s: float = 10.0
     log_level: str = "info"
     log_json: bool = True
 

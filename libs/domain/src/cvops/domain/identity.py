@@ -4,10 +4,16 @@ No clock, no uuid, no I/O. Secrets never reach a rule: it gets password hashes a
 digests, and the ``Stamp`` that carries the time, the actor and the correlation id. A user's
 password hash is its own aggregate (``PasswordState``) so that services that only check
 tokens (the router) fold users and tokens without keeping any password hash.
+
+Credentials end with the events that change them: a new password revokes the user's live
+sessions (their API tokens stay), disabling a user revokes every live session and API token,
+so enabling them again brings no old credential back. The revocations are ``token_revoked``
+events, which every holder of tokens (the gateway, the router) already folds.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import msgspec
@@ -138,6 +144,11 @@ def token_key(event: Event) -> str | None:
 # -- token validity --------------------------------------------------------------------------
 
 
+def is_live(token: TokenState, now: datetime) -> bool:
+    """Neither revoked nor expired."""
+    return not token.revoked and (token.expires_at is None or token.expires_at > now)
+
+
 def token_refusal(token: TokenState | None, user: UserState | None, now: datetime) -> str | None:
     """Why a bearer token may not call (None: it may) — the gateway's and the router's rule."""
     if token is None:
@@ -197,8 +208,15 @@ def update_user(
     password_hash: str | None,
     active_admins: int,
     stamp: Stamp,
+    tokens: Iterable[TokenState] = (),
+    keep_token_id: str | None = None,
 ) -> list[Event]:
-    """Role, password and enabled/disabled changes; the last active admin stays an admin."""
+    """Role, password and enabled/disabled changes; the last active admin stays an admin.
+
+    A new password revokes the user's live sessions (``keep_token_id``: the one the user
+    changes their own password with stays); disabling revokes every live session and API
+    token. ``tokens`` are the user's tokens as the projection has them.
+    """
     if user is None:
         raise NotFound("no such user")
     events: list[Event] = []
@@ -231,7 +249,37 @@ def update_user(
         events.append(
             UserEnabled(**stamp.envelope(f"enabled/{user.username}"), username=user.username)
         )
+    if disables:
+        events += revoke_credentials(user.username, tokens, kinds=("session", "api"), stamp=stamp)
+    elif password_hash is not None:
+        events += revoke_credentials(
+            user.username, tokens, kinds=("session",), keep_token_id=keep_token_id, stamp=stamp
+        )
     return events
+
+
+def revoke_credentials(
+    username: str,
+    tokens: Iterable[TokenState],
+    *,
+    kinds: tuple[str, ...],
+    stamp: Stamp,
+    keep_token_id: str | None = None,
+) -> list[Event]:
+    """``token_revoked`` for each of the user's live tokens of these kinds (not expired, not
+    revoked; ``keep_token_id`` excepted)."""
+    return [
+        TokenRevoked(
+            **stamp.envelope(f"token-revoked/{token.token_id}"),
+            username=username,
+            token_id=token.token_id,
+        )
+        for token in sorted(tokens, key=lambda t: t.token_id)
+        if token.username == username
+        and token.kind in kinds
+        and token.token_id != keep_token_id
+        and is_live(token, stamp.now)
+    ]
 
 
 def issue_token(

@@ -57,7 +57,8 @@ def recommend(
     """The highest-throughput row whose p95 and accuracy drop meet the SLA.
 
     Under a p95 SLA, stable rows (their p95 is known to a few percent) are preferred to rows
-    whose p95 did not settle; an unstable pick or closest miss says so in the reason.
+    whose p95 did not settle, and the Pareto front returned is then the stable rows' front (so
+    the pick is on it); an unstable pick or closest miss says so in the reason.
 
     Args:
         rows: the sweep's rows (failed rows are ignored).
@@ -119,7 +120,8 @@ def recommend(
         if not pick.stable:
             reason += f"; {_UNSETTLED}"
         advice = batcher_advice(measured, pick, p95_ms)
-        return replace(base, pick=pick, met_sla=True, reason=reason, batcher=advice)
+        front = pareto_front([r for r in measured if r.stable]) if settled else base.pareto
+        return replace(base, pick=pick, met_sla=True, reason=reason, batcher=advice, pareto=front)
 
     def miss(row: BenchmarkRow) -> float:
         over = 0.0

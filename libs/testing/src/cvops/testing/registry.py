@@ -75,6 +75,99 @@ def onnx_model(classes: int = 3, features: int = 4, seed: int = 0) -> bytes:
     return model.SerializeToString()
 
 
+EXTERNAL_TENSOR_CARRIERS = (
+    "initializer",
+    "sparse_initializer",
+    "constant",
+    "node_tensors_attribute",
+    "if_branch",
+    "loop_body",
+    "function",
+)
+
+
+def onnx_with_external_tensor(location: str, carrier: str = "constant") -> bytes:
+    """A model whose one tensor points at external data ``location`` (e.g. ``../../README.md``).
+
+    ``carrier`` says where the tensor sits (one of ``EXTERNAL_TENSOR_CARRIERS``): a graph
+    initializer or sparse initializer, a Constant node's ``value``, the ``tensors`` attribute
+    of a custom-domain node, a Constant inside an If branch or a Loop body, or a Constant in a
+    model-local function. The model is otherwise well formed, so only the external reference
+    can make it fail.
+    """
+    import onnx
+    from onnx import TensorProto, helper
+
+    def external(name: str) -> TensorProto:
+        t = helper.make_tensor(name, TensorProto.FLOAT, [1], [0.0])
+        t.ClearField("float_data")
+        t.data_location = TensorProto.EXTERNAL
+        for key, value in (("location", location), ("offset", "0"), ("length", "4")):
+            entry = t.external_data.add()
+            entry.key, entry.value = key, value
+        return t
+
+    def out(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1])
+
+    opsets = [helper.make_opsetid("", 17)]
+    inputs: list[onnx.ValueInfoProto] = []
+    initializers: list[TensorProto] = []
+    sparse: list[onnx.SparseTensorProto] = []
+    functions: list[onnx.FunctionProto] = []
+    constant = helper.make_node("Constant", [], ["y"], value=external("c"))
+    if carrier == "initializer":
+        initializers = [external("y0")]
+        nodes = [helper.make_node("Identity", ["y0"], ["y"])]
+    elif carrier == "sparse_initializer":
+        indices = helper.make_tensor("y0_idx", TensorProto.INT64, [1], [0])
+        sparse = [helper.make_sparse_tensor(external("y0"), indices, [1])]
+        nodes = [helper.make_node("Identity", ["y0"], ["y"])]
+    elif carrier == "constant":
+        nodes = [constant]
+    elif carrier == "node_tensors_attribute":
+        opsets.append(helper.make_opsetid("cvops.test", 1))
+        weird = helper.make_node("Table", [], ["y"], domain="cvops.test")
+        weird.attribute.append(helper.make_attribute("tables", [external("c")]))
+        nodes = [weird]
+    elif carrier == "if_branch":
+        then = helper.make_graph([constant], "then", [], [out("y")])
+        other = helper.make_graph(
+            [helper.make_node("Constant", [], ["y"], value_floats=[1.0])], "else", [], [out("y")]
+        )
+        inputs = [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])]
+        nodes = [helper.make_node("If", ["cond"], ["y"], then_branch=then, else_branch=other)]
+    elif carrier == "loop_body":
+        body = helper.make_graph(
+            [constant, helper.make_node("Identity", ["cond_in"], ["cond_out"])],
+            "body",
+            [
+                helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            ],
+            [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), out("y")],
+        )
+        inputs = [
+            helper.make_tensor_value_info("n", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ]
+        nodes = [helper.make_node("Loop", ["n", "cond"], ["y"], body=body)]
+    elif carrier == "function":
+        opsets.append(helper.make_opsetid("cvops.test", 1))
+        functions = [
+            helper.make_function("cvops.test", "Secret", [], ["y"], [constant], opsets[:1])
+        ]
+        nodes = [helper.make_node("Secret", [], ["y"], domain="cvops.test")]
+    else:
+        raise ValueError(f"unknown carrier {carrier!r} (one of {EXTERNAL_TENSOR_CARRIERS})")
+    graph = helper.make_graph(
+        nodes, "external", inputs, [out("y")], initializer=initializers, sparse_initializer=sparse
+    )
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions)
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
 def _torch_module():  # type: ignore[no-untyped-def]
     import torch
 
@@ -261,6 +354,39 @@ def dataset_npz(n: int = 40, classes: int = 4, size: int = 8, channels: int | No
         "y": (np.arange(n) % classes).astype(np.int64),
     }
     return _npz(arrays)
+
+
+def large_images_zip(count: int = 24, side: int = 4096) -> bytes:
+    """``count`` blank grayscale PNGs of side x side in two classes: a few KB zipped.
+
+    Each image is within a 4096 x 4096 per-image cap; together they decode to
+    count * side**2 bytes (402.7 MB for the defaults), which the data-set cap must refuse.
+    """
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (side, side)).save(buf, format="PNG", optimize=True)
+    blank = buf.getvalue()
+    return _zip({f"{('a', 'b')[i % 2]}/{i:03d}.png": blank for i in range(count)})
+
+
+def npz_declaring(shape: tuple[int, ...], n_labels: int = 2) -> bytes:
+    """An npz whose ``x`` header declares uint8 ``shape`` but which holds no pixel data.
+
+    Loading it would allocate the declared size before finding the data missing, so only a
+    check of the header (before loading) refuses it for its size.
+    """
+    header = io.BytesIO()
+    np.lib.format.write_array_header_2_0(
+        header, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    labels = io.BytesIO()
+    np.lib.format.write_array(labels, np.arange(n_labels, dtype=np.int64) % 2)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("x.npy", header.getvalue())
+        zf.writestr("y.npy", labels.getvalue())
+    return buf.getvalue()
 
 
 def zip_slip() -> bytes:

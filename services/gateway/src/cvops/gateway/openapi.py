@@ -47,7 +47,10 @@ REFUSALS: dict[int, str] = {
     409: "Conflict with the current state (exists already, has ended, changed concurrently)",
     413: "Too large: the body is over the size limit; nothing was stored",
     422: "Invalid: the request fails validation or a check; detail says why",
-    429: "Too many: past a quota (running GPU jobs per user or per role)",
+    429: (
+        "Too many: past a quota (running GPU jobs per user or per role), or too many failed "
+        "sign-ins (then header `Retry-After` gives the seconds to wait)"
+    ),
 }
 _EXAMPLE_DETAIL: dict[int, Any] = {
     400: "JSON is malformed: invalid character (byte 0)",
@@ -64,9 +67,10 @@ _EXAMPLE_DETAIL: dict[int, Any] = {
 }
 
 
-def refusal(status: int, description: str | None = None) -> ResponseSpec:
-    """An error response: the one error shape, with an example of its ``error`` code."""
-    example = {"error": ERROR_CODES[status], "detail": _EXAMPLE_DETAIL[status]}
+def refusal(status: int, description: str | None = None, detail: Any = None) -> ResponseSpec:
+    """An error response: the one error shape, with an example of its ``error`` code (and
+    ``detail``, when given, else the usual one for ``status``)."""
+    example = {"error": ERROR_CODES[status], "detail": detail or _EXAMPLE_DETAIL[status]}
     return ResponseSpec(
         data_container=ErrorBody,
         description=description or REFUSALS[status],

@@ -5,11 +5,16 @@ The canonical npz is what the trainer reads: ``x`` uint8 (N, H, W, C) at the mod
 stratified ``train_idx``/``val_idx``/``test_idx`` (70/15/15) plus ``calib_idx`` (a stratified
 subset of train). Its bytes depend only on the input and the seed, so a retried validation
 stores the same blob.
+
+Sizes are judged from headers before any pixel or array is decoded: every image's width x
+height (per-image cap) and the decoded bytes of the whole set (one cap for the pixels Pillow
+would decode, the canonical array, and the arrays of an npz).
 """
 
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import warnings
 import zipfile
@@ -28,13 +33,19 @@ GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 VAL_FRACTION = 0.15
 TEST_FRACTION = 0.15
 CALIBRATION_MAX = 256
+# The bundled sets decode to 0.5 MB (digits) and 9.2 MB (shapes); CIFAR-10 whole is 184 MB.
+MAX_DECODED_BYTES = 256 * 1000**2
+NPZ_ARRAYS = ("x", "y", "classes")  # the only arrays of an upload that are ever loaded
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
 @dataclass(frozen=True)
 class DatasetLimits:
+    """What a data-set upload may cost once decoded (the zip's own limits are separate)."""
+
     max_expanded_bytes: int
-    max_image_pixels: int
+    max_image_pixels: int  # width x height of one image, read from its header
+    max_decoded_bytes: int = MAX_DECODED_BYTES  # all images or arrays of the set, decoded
 
 
 @dataclass(frozen=True)
@@ -64,6 +75,7 @@ def inspect_dataset(path: Path, *, seed: int, limits: DatasetLimits, out: Path) 
         is_npz = bool(names) and all(n.endswith(".npy") for n in names)
         if not is_npz:
             return _inspect_image_folder(zf, summary.members, seed, limits, out)
+        _check_npz_headers(_npy_headers(zf, summary.members), limits)
     return _inspect_npz(path, seed, limits, out)
 
 
@@ -105,12 +117,21 @@ def _inspect_image_folder(
 
     sizes: list[tuple[int, int]] = []
     gray = True
-    for _, _, info in labelled:  # pass 1: every image must decode; gather sizes
-        im = _decode(read_member(zf, info), info.filename, limits.max_image_pixels)
+    decoded = 0
+    for _, _, info in labelled:  # pass 1: headers only, nothing is decoded yet
+        im = _open(read_member(zf, info), info.filename, limits.max_image_pixels)
         sizes.append((im.height, im.width))
         gray = gray and im.mode in GRAY_MODES
+        decoded += im.width * im.height * _bytes_per_pixel(im.mode)
     channels = 1 if gray else 3
     modal = _modal(sizes)
+    _check_decoded("decoded images", decoded, limits.max_decoded_bytes)
+    canonical = len(labelled) * modal[0] * modal[1] * channels
+    _check_decoded(
+        f"the canonical array ({len(labelled)} x {modal[0]}x{modal[1]}x{channels})",
+        canonical,
+        limits.max_decoded_bytes,
+    )
     splits = split_indices(y, len(classes), seed)
 
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
@@ -118,7 +139,7 @@ def _inspect_image_folder(
         x = np.lib.format.open_memmap(
             Path(tmp) / "x.npy", mode="w+", dtype=np.uint8, shape=(n, modal[0], modal[1], channels)
         )
-        for i, (_, _, info) in enumerate(labelled):  # pass 2: to the canonical array
+        for i, (_, _, info) in enumerate(labelled):  # pass 2: every image must decode
             im = _decode(read_member(zf, info), info.filename, limits.max_image_pixels)
             x[i] = _to_array(im, modal, channels)
         x.flush()
@@ -138,30 +159,65 @@ def _ignored(name: str) -> bool:
     )
 
 
-def _decode(data: bytes, name: str, max_pixels: int):  # type: ignore[no-untyped-def]
+def _open(data: bytes, name: str, max_pixels: int):  # type: ignore[no-untyped-def]
+    """Read an image's header (``Image.open`` decodes no pixels) and refuse what is too big."""
     from PIL import Image
 
+    # Pillow's own check, also in Image.open, stays as a second fence: it raises
+    # DecompressionBombError above twice this; the warning between is ours to explain.
     Image.MAX_IMAGE_PIXELS = max_pixels
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             im = Image.open(io.BytesIO(data))
-            if im.format not in ("PNG", "JPEG"):
-                raise Refused(f"{name!r} is a {im.format} image; only PNG and JPEG are accepted")
-            im.load()
-        except Refused:
-            raise
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        except Image.DecompressionBombError as err:
             raise Refused(
-                f"{name!r} is a decompression bomb (more than {max_pixels} pixels): {err}"
+                f"{name!r} is a decompression bomb (over the limit of {max_pixels:,} pixels "
+                f"per image): {err}"
             ) from err
         except Image.UnidentifiedImageError as err:
             raise Refused(f"{name!r} is not a PNG or JPEG image (unrecognised data)") from err
         except Exception as err:
             raise Refused(f"{name!r} does not decode as an image ({err})") from err
+    if im.format not in ("PNG", "JPEG"):
+        raise Refused(f"{name!r} is a {im.format} image; only PNG and JPEG are accepted")
     if im.width < 1 or im.height < 1:
         raise Refused(f"{name!r} has no pixels")
+    if im.width * im.height > max_pixels:
+        raise Refused(
+            f"{name!r} is {im.width}x{im.height} = {im.width * im.height:,} pixels, over the "
+            f"limit of {max_pixels:,} pixels per image (a decompression bomb)"
+        )
     return im
+
+
+def _decode(data: bytes, name: str, max_pixels: int):  # type: ignore[no-untyped-def]
+    im = _open(data, name, max_pixels)
+    try:
+        im.load()
+    except Exception as err:
+        raise Refused(f"{name!r} does not decode as an image ({err})") from err
+    return im
+
+
+def _bytes_per_pixel(mode: str) -> int:
+    """What Pillow holds per pixel of ``mode`` once decoded (RGB 3, L 1, I;16 2, F 4)."""
+    from PIL import ImageMode
+
+    try:
+        spec = ImageMode.getmode(mode)
+    except KeyError:
+        return 4  # an unknown mode: assume Pillow's widest storage
+    return len(spec.bands) * np.dtype(spec.typestr).itemsize
+
+
+def _check_decoded(what: str, size: int, limit: int) -> None:
+    if size > limit:
+        raise Refused(f"{what} would take {_megabytes(size)}, over the {_megabytes(limit)} limit")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1000**2:,.1f}".removesuffix(".0") + " MB"
 
 
 def _to_array(im, modal: tuple[int, int], channels: int) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -177,6 +233,59 @@ def _to_array(im, modal: tuple[int, int], channels: int) -> np.ndarray:  # type:
 
 
 # -- npz ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Declared:
+    """An .npy member's header: what loading it would allocate."""
+
+    shape: tuple[int, ...]
+    dtype: np.dtype  # type: ignore[type-arg]
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
+
+
+def _npy_headers(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]) -> dict[str, _Declared]:
+    """The shape and dtype of each array named in ``NPZ_ARRAYS``, read from its .npy header."""
+    found: dict[str, _Declared] = {}
+    for info in members:
+        key = info.filename.removesuffix(".npy")
+        if key not in NPZ_ARRAYS:
+            continue
+        try:
+            with zf.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f".npy format {version} (only 1.0 and 2.0 are read)")
+        except Exception as err:
+            raise Refused(f"array {key!r} is unreadable ({err})") from err
+        found[key] = _Declared(shape=tuple(int(d) for d in shape), dtype=dtype)
+    return found
+
+
+def _check_npz_headers(declared: dict[str, _Declared], limits: DatasetLimits) -> None:
+    """Refuse an npz by its arrays' declared shapes and dtypes, before any is loaded."""
+    for key, arr in declared.items():
+        if arr.dtype.hasobject:
+            raise Refused(
+                f"array {key!r} holds Python objects (a pickle); object arrays are refused"
+            )
+    x = declared.get("x")
+    if x is not None and len(x.shape) in (3, 4):
+        _check_npz_image_pixels(x.shape, limits.max_image_pixels)
+    total = sum(arr.size for arr in declared.values())
+    _check_decoded("the arrays x, y and classes", total, limits.max_decoded_bytes)
+
+
+def _check_npz_image_pixels(shape: tuple[int, ...], max_pixels: int) -> None:
+    if shape[1] * shape[2] > max_pixels:
+        raise Refused(f"images of {shape[1]}x{shape[2]} exceed {max_pixels:,} pixels per image")
 
 
 def _inspect_npz(path: Path, seed: int, limits: DatasetLimits, out: Path) -> DatasetFacts:
@@ -196,8 +305,7 @@ def _inspect_npz(path: Path, seed: int, limits: DatasetLimits, out: Path) -> Dat
         x = x[..., None]
     if x.ndim != 4 or x.shape[3] not in (1, 3) or 0 in x.shape:
         raise Refused(f"x must be (N, H, W) or (N, H, W, C) with C 1 or 3, got {x.shape}")
-    if x.shape[1] * x.shape[2] > limits.max_image_pixels:
-        raise Refused(f"images of {x.shape[1]}x{x.shape[2]} exceed {limits.max_image_pixels} px")
+    _check_npz_image_pixels(x.shape, limits.max_image_pixels)
     if y.ndim != 1 or y.dtype.kind not in "iu":
         raise Refused(f"y must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
     if len(y) != len(x):

@@ -83,19 +83,13 @@ def inspect_model(path: Path, hints: ModelHints, *, max_expanded_bytes: int) -> 
 
 def _inspect_onnx(path: Path, hints: ModelHints, size: int) -> ModelFacts:
     import onnx
-    from onnx import TensorProto
 
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as err:
         raise Refused(f"not a valid ONNX model ({_short(err)})") from err
+    _refuse_external_data(model)
     graph = model.graph
-    external = [t.name for t in graph.initializer if t.data_location == TensorProto.EXTERNAL]
-    if external:
-        raise Refused(
-            "the ONNX model keeps its weights in external data files "
-            f"({', '.join(external[:3])}…); export it as one file"
-        )
     try:
         onnx.checker.check_model(model)
     except Exception as err:
@@ -115,6 +109,51 @@ def _inspect_onnx(path: Path, hints: ModelHints, size: int) -> ModelFacts:
         num_classes=hints.num_classes or _classes_from_outputs(outputs),
         size=size,
     )
+
+
+def _refuse_external_data(model: Any) -> None:
+    """Refuse a model if any tensor anywhere in it points at data outside the uploaded file.
+
+    An upload is one file, so every external reference names a file on the server (the
+    checker and any later loader resolve it against their own directory). Every message of
+    the ModelProto is walked, so initializers, sparse initializers, Constant and other node
+    attributes (``t``, ``tensors``, sparse ones), subgraphs (If/Loop/Scan bodies), functions
+    and training graphs are all covered. The reason never depends on whether the referenced
+    path exists, so a refusal cannot be used to probe the server's files.
+    """
+    from google.protobuf.message import Message
+    from onnx import TensorProto
+
+    stack: list[tuple[Message, str]] = [(model, "model")]
+    while stack:
+        msg, where = stack.pop()
+        if isinstance(msg, TensorProto):
+            if msg.data_location != TensorProto.DEFAULT or len(msg.external_data) > 0:
+                raise Refused(
+                    f"the ONNX model keeps tensor {msg.name[:80]!r} ({where}) in external data "
+                    "files; only self-contained ONNX files are accepted: export it as one file"
+                )
+            continue
+        for field, value in msg.ListFields():
+            if field.message_type is None:
+                continue
+            if field.is_repeated:
+                if field.message_type.GetOptions().map_entry:
+                    continue  # string maps (metadata); no tensors inside
+                stack.extend((v, _onnx_path(where, field.name, i, v)) for i, v in enumerate(value))
+            else:
+                stack.append((value, f"{where}.{field.name}"))
+
+
+def _onnx_path(where: str, field: str, index: int, item: Any) -> str:
+    """``graph.node[0]:If.then_branch.node[1]:Constant.value`` rather than bare field indices."""
+    from onnx import AttributeProto, NodeProto
+
+    if isinstance(item, AttributeProto):
+        return f"{where}.{item.name[:40]}"
+    if isinstance(item, NodeProto):
+        return f"{where}.{field}[{index}]:{item.op_type[:40]}"
+    return f"{where}.{field}[{index}]"
 
 
 def _onnx_spec(value: Any) -> TensorSpec:

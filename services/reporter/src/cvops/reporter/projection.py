@@ -223,7 +223,8 @@ class Due(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def due_reports(session: Session) -> list[Due]:
-    """Versions whose newest result is past their newest report, oldest first."""
+    """Versions whose newest result is past their newest report, newest result first (fresh
+    results are reported before an old backlog)."""
     d = report_due.c
     query = (
         select(d.model_name, d.version, d.due_seq, d.cause, d.causation_id, d.correlation_id)
@@ -235,7 +236,7 @@ def due_reports(session: Session) -> list[Due]:
             )
         )
         .where((reports.c.last_seq.is_(None)) | (reports.c.last_seq < report_due.c.due_seq))
-        .order_by(report_due.c.due_seq)
+        .order_by(report_due.c.due_seq.desc())
     )
     return [
         Due(model_name=n, version=v, due_seq=q, cause=c, causation_id=k, correlation_id=r)

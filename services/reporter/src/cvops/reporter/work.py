@@ -195,6 +195,7 @@ class Reporter:
         self.spool = settings.home_path / "reporter"
         # last_seq of the reports this process published, until the projection has them
         self._published: dict[tuple[str, int], int] = {}
+        self._failed: dict[tuple[str, int], int] = {}  # due_seq at which its report failed
         self._thumbs: dict[str, list[Thumbnail]] = {}
         self._live_previous: dict[str, tuple[float, float]] = {}
         self._stopping = asyncio.Event()
@@ -207,32 +208,38 @@ class Reporter:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Rebuild due reports until ``stop()``."""
+        """Rebuild due reports until ``stop()``, one at a time and the newest result first, so
+        a fresh result is reported within seconds even behind a backlog (a first start on a
+        long log); a report that fails stays due and is tried again once it has a newer
+        result."""
         await asyncio.to_thread(javascript_bundle)  # built once, before the first report
         seen = -1
         while not self._stopping.is_set():
             await self.runner.wait_for(seen + 1, timeout=0.5)
-            if self.runner.position == seen:
-                continue
             due = await asyncio.to_thread(self._due)
             if not due:
                 seen = self.runner.position
                 continue
-            await asyncio.sleep(self.debounce_s)  # let results that arrive together land
+            if due[0].due_seq > seen:  # fresh results: let those that arrive together land
+                await asyncio.sleep(self.debounce_s)
+                due = await asyncio.to_thread(self._due) or due
             seen = self.runner.position
-            for item in await asyncio.to_thread(self._due):
-                if self._stopping.is_set():
-                    break
-                try:
-                    await self.regenerate(item)
-                except Exception:
-                    # the version stays due: it is tried again when the projection moves
-                    log.exception("report_failed", model=item.model_name, version=item.version)
+            item = due[0]
+            try:
+                await self.regenerate(item)
+            except Exception:
+                self._failed[(item.model_name, item.version)] = item.due_seq
+                log.exception("report_failed", model=item.model_name, version=item.version)
 
     def _due(self) -> list[p.Due]:
         with Session(self.runner.engine) as s:
             due = p.due_reports(s)
-        return [d for d in due if self._published.get((d.model_name, d.version), -1) < d.due_seq]
+        return [
+            d
+            for d in due
+            if self._published.get((d.model_name, d.version), -1) < d.due_seq
+            and self._failed.get((d.model_name, d.version), -1) < d.due_seq
+        ]
 
     async def regenerate(self, due: p.Due) -> ReportGenerated:
         """Rebuild, store and announce the report of one version."""

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
+
+import nats.js.errors
 
 from cvops.contracts import SUBJECT_PREFIX, ArtifactRef, Event, subject_token
 from cvops.contracts.api import (
@@ -34,6 +36,17 @@ def _version_number(name: str, version: int) -> None:
     """A version number no projection can hold names no version (not a 500)."""
     if not fits_int64(version):
         raise NotFound(f"model {name!r} has no version {version}")
+
+
+async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIterator[bytes]:
+    """``first``, then the rest of the chunks (closing them however the stream ends)."""
+    try:
+        if first:
+            yield first
+        async for chunk in rest:
+            yield chunk
+    finally:
+        await rest.aclose()
 
 
 def model_subjects(model_name: str) -> str:
@@ -93,15 +106,25 @@ class CatalogService:
         return artifacts
 
     async def download(self, name: str, version: int) -> Download:
-        """A version's file, if the object store still has it."""
+        """A version's file, if the object store still has it.
+
+        The blob is fetched, checked and its first chunk read before this returns, so a
+        failure is an error status, never a 200 whose body stops short.
+        """
         ref = self.version(name, version).artifact
+        gone = NotFound("the artifact is no longer in the object store")
         if not await self.artifacts.exists(ref.sha256):
-            raise NotFound("the artifact is no longer in the object store")
-        spool = self.gateway.settings.home_path / "spool"
+            raise gone
+        chunks = self.artifacts.iter_chunks(ref.sha256, self.gateway.settings.home_path / "spool")
+        try:
+            first = await anext(chunks, b"")
+        except (nats.js.errors.NotFoundError, nats.js.errors.ObjectNotFoundError) as err:
+            await chunks.aclose()
+            raise gone from err
         return Download(
             artifact=ref,
             filename=ref.filename or f"{name}-v{version}",
-            chunks=self.artifacts.iter_chunks(ref.sha256, spool),
+            chunks=_prepend(first, chunks),
         )
 
     async def change_stage(

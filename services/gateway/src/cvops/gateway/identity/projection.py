@@ -72,6 +72,11 @@ def get_token(s: Session, token_id: str) -> TokenState | None:
     return IDENTITY.token(s, token_id)
 
 
+def user_tokens(s: Session, username: str) -> list[TokenState]:
+    """Every token of a user, sessions and API tokens, revoked or not."""
+    return IDENTITY.tokens.states(s, username=username)
+
+
 def list_tokens(s: Session, username: str) -> list[TokenView]:
     """A user's API tokens (session tokens from logins are not listed)."""
     found = IDENTITY.tokens.states(s, username=username, kind="api")

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.exceptions import NotAuthorizedException
+from litestar.exceptions import NotAuthorizedException, TooManyRequestsException
 
 from cvops.contracts.api import (
     CreateToken,
@@ -22,6 +22,7 @@ from cvops.contracts.identity import Permission
 from cvops.gateway.auth import AuthRequest, allow
 from cvops.gateway.core import correlation_id, provide
 from cvops.gateway.identity.service import IdentityService, NotAuthenticated
+from cvops.gateway.identity.throttle import TooManyFailures
 from cvops.gateway.openapi import refusal, refusals
 
 own_tokens = allow(Permission.OWN_TOKENS)
@@ -35,20 +36,40 @@ class AuthController(Controller):
     @post(
         "/login",
         status_code=200,
-        responses={401: refusal(401, "Wrong username or password, or the user is disabled")},
+        responses={
+            401: refusal(401, "Wrong username or password, or the user is disabled"),
+            429: refusal(
+                429,
+                "Too many failed sign-ins for this username or from this address within "
+                "`login_failure_window_s`; header `Retry-After`: seconds until the next try",
+                detail="too many failed sign-ins; retry in 42 s",
+            ),
+        },
     )
     async def login(
         self, request: Request[Any, Any, State], data: LoginRequest, service: IdentityService
     ) -> LoginResponse:
         """Exchange a username and password for a session token.
 
+        After ``login_failures_per_user`` failures for a username (existing or not), or
+        ``login_failures_per_address`` from one client address, within
+        ``login_failure_window_s``, answers 429 with ``Retry-After`` without checking the
+        password.
+
         Returns:
             The bearer token (valid for ``session_ttl_s``), the user and their role.
         """
+        address = request.client.host if request.client else ""
         try:
-            return await service.login(data.username, data.password, correlation_id(request))
+            return await service.login(
+                data.username, data.password, correlation_id(request), address=address
+            )
         except NotAuthenticated as err:
             raise NotAuthorizedException(str(err)) from err
+        except TooManyFailures as err:
+            raise TooManyRequestsException(
+                str(err), headers={"Retry-After": str(err.retry_after_s)}
+            ) from err
 
     @post("/logout", status_code=204, guards=[own_tokens])
     async def logout(self, request: AuthRequest, service: IdentityService) -> None:

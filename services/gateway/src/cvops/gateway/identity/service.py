@@ -29,6 +29,7 @@ from cvops.gateway.errors import Conflict, NotFound
 from cvops.gateway.identity import projection as views
 from cvops.gateway.identity import rules
 from cvops.gateway.identity.rules import TokenState, UserState
+from cvops.gateway.identity.throttle import LoginThrottle
 
 log = get_logger(__name__)
 
@@ -54,6 +55,15 @@ class IdentityService:
     _tokens: dict[str, tuple[int, tuple[TokenState, UserState] | None]] = field(
         default_factory=dict
     )
+    throttle: LoginThrottle = field(init=False)
+
+    def __post_init__(self) -> None:
+        settings = self.gateway.settings
+        self.throttle = LoginThrottle(
+            per_user=settings.login_failures_per_user,
+            per_address=settings.login_failures_per_address,
+            window_s=settings.login_failure_window_s,
+        )
 
     def token_owner(self, digest: str) -> tuple[TokenState, UserState] | None:
         """The token with this sha256 and its user, cached until users or tokens change.
@@ -73,7 +83,24 @@ class IdentityService:
         return found
 
     # -- tokens --------------------------------------------------------------------------------
-    async def login(self, username: str, password: str, correlation_id: str) -> LoginResponse:
+    async def login(
+        self, username: str, password: str, correlation_id: str, *, address: str = ""
+    ) -> LoginResponse:
+        """A session token for a right password, unless ``throttle`` refuses the username or
+        the client ``address`` (``TooManyFailures``) after too many failures."""
+        async with self.throttle.turn(username, address):
+            try:
+                response = await self._login(username, password, correlation_id)
+            except NotAuthenticated:
+                self.throttle.failed(username, address)
+                raise
+            self.throttle.succeeded(username)
+            return response
+
+    async def _login(self, username: str, password: str, correlation_id: str) -> LoginResponse:
+        """Verify the password, then append the session token guarded on the user's subjects,
+        and only if the verified hash is still the user's and they are still enabled: a
+        password change or a disable that lands while argon2 runs leaves no session behind."""
         with self.gateway.session() as s:
             user = views.get_user(s, username)
             stored = views.password_hash(s, username)
@@ -84,16 +111,24 @@ class IdentityService:
         token_id, secret, digest = new_token()
         stamp = self.gateway.stamp(username, correlation_id)
         expires_at = stamp.now + timedelta(seconds=self.gateway.settings.session_ttl_s)
-        events = rules.issue_token(
-            user,
-            token_id=token_id,
-            token_sha256=digest,
-            label="login",
-            kind="session",
-            expires_at=expires_at,
-            stamp=stamp,
-        )
-        await self.gateway.write(events)
+
+        def decide() -> list[Event]:
+            with self.gateway.session() as s:
+                current = views.get_user(s, username)
+                current_hash = views.password_hash(s, username)
+            if current is None or current.disabled or current_hash != stored:
+                raise NotAuthenticated("invalid username or password")
+            return rules.issue_token(
+                current,
+                token_id=token_id,
+                token_sha256=digest,
+                label="login",
+                kind="session",
+                expires_at=expires_at,
+                stamp=stamp,
+            )
+
+        await self.gateway.write_aggregate(user_subjects(username), decide)
         return LoginResponse(
             token=secret, expires_at=expires_at, username=user.username, role=user.role
         )
@@ -167,8 +202,16 @@ class IdentityService:
             with self.gateway.session() as s:
                 user = views.get_user(s, username)
                 admins = views.count_active_admins(s)
+                tokens = views.user_tokens(s, username)
             return rules.update_user(
-                user, body, password_hash=password_hash, active_admins=admins, stamp=stamp
+                user,
+                body,
+                password_hash=password_hash,
+                active_admins=admins,
+                stamp=stamp,
+                tokens=tokens,
+                # changing your own password keeps the session you change it with
+                keep_token_id=who.token_id if who.username == username else None,
             )
 
         await self.gateway.write_aggregate(user_subjects(username), decide)
