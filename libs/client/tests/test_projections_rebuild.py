@@ -64,6 +64,7 @@ def demo_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Sett
     monkeypatch.setattr(rebuild, "projection_entry_points", lambda: {"demo": point})
     monkeypatch.setenv("CVOPS_NATS_URL", settings.nats_url)
     monkeypatch.setenv("CVOPS_HOME", settings.home)
+    Path(settings.home).mkdir(parents=True)  # an existing home: rebuild never makes one
     return settings
 
 

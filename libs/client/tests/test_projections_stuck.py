@@ -67,6 +67,7 @@ def poisoned(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
     monkeypatch.setattr(rebuild, "projection_entry_points", lambda: {"poisoned": point})
     monkeypatch.setenv("CVOPS_NATS_URL", settings.nats_url)
     monkeypatch.setenv("CVOPS_HOME", settings.home)
+    Path(settings.home).mkdir(parents=True)  # an existing home: rebuild never makes one
     return tag
 
 

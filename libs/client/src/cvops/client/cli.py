@@ -1333,7 +1333,11 @@ def _ops() -> Any:
 @click.argument("service")
 @click.option("--force", is_flag=True, help="Rebuild even though the service looks running.")
 def projections_rebuild(service: str, force: bool) -> None:
-    """Throw away SERVICE's projection and replay the event log into it."""
+    """Throw away SERVICE's projection and replay the event log into it.
+
+    The home is ``CVOPS_HOME`` (default ``.cvops`` in the working directory), as for
+    ``./justw up``; it must exist already: run from where ``up`` ran, or set it.
+    """
     rebuild = _ops()
     try:
         applied, db_path = rebuild.rebuild_service(service, force=force)

@@ -12,17 +12,19 @@ This module needs cvops-core (NATS), so the CLI imports it only for that command
 from __future__ import annotations
 
 import asyncio
+import os
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
 
+import msgspec
 import nats
 import nats.errors
 
 from cvops.client.sdk import CvopsError, Unreachable
 from cvops.core import Bus, Projection, Settings, load_settings, rebuild_projection
 from cvops.core import services as registered
-from cvops.core.local import installed
+from cvops.core.local import Layout, held, installed, recorded_pid
 from cvops.core.natsd import pid_alive
 from cvops.core.projection import (
     ProjectionState,
@@ -65,14 +67,44 @@ def projection_entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+class NoHome(CvopsError):
+    """The home the settings name is not an existing cvops home (nothing is created)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(0, "no_cvops_home", detail)
+
+
+def home_settings(settings: Settings) -> Settings:
+    """``settings`` with ``home`` resolved as the launcher resolves it (``Layout.of``), so
+    the projection, the pid files and the services agree on one absolute directory."""
+    return msgspec.structs.replace(settings, home=str(Layout.of(settings).home))
+
+
+def require_home(settings: Settings, service: str, db_path: Path) -> None:
+    """Raise NoHome unless ``settings.home`` (absolute) is an existing cvops home: a
+    directory holding ``service``'s projection, the embedded NATS's config, or the
+    launcher's ``run/``, or any directory when ``CVOPS_NATS_URL`` names the NATS."""
+    home = Path(settings.home)
+    signs = (db_path, home / "nats" / "nats.conf", home / "run")
+    if home.is_dir() and (settings.nats_url or any(p.exists() for p in signs)):
+        return
+    why = "does not exist" if not home.is_dir() else "holds no projection, NATS config or run/"
+    source = (
+        "CVOPS_HOME"
+        if "CVOPS_HOME" in os.environ
+        else "CVOPS_HOME is not set: the default .cvops, relative to the working directory"
+    )
+    raise NoHome(
+        f"no cvops home at {home} ({source}): it {why}. Run from the directory `./justw up` "
+        f"ran in, or set CVOPS_HOME to its home; {service} was not rebuilt"
+    )
+
+
 def running_pid(settings: Settings, service: str) -> int | None:
-    """The pid in ``<home>/run/<service>.pid`` if that process is alive."""
-    pid_file = settings.home_path / "run" / f"{service}.pid"
-    try:
-        pid = int(pid_file.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return pid if pid > 0 and pid_alive(pid) else None
+    """The pid in ``<home>/run/<service>.pid`` (the home as the launcher resolves it) if
+    that process is alive."""
+    pid = recorded_pid(Layout.of(settings), service)
+    return pid if pid is not None and pid > 0 and pid_alive(pid) else None
 
 
 def load_projection(service: str) -> ModuleType:
@@ -145,6 +177,10 @@ def rebuild_service(
 ) -> tuple[int, Path]:
     """Throw away a service's projection and replay the log into it.
 
+    The home is resolved as the launcher resolves it and must exist already (NoHome
+    otherwise: no new ``.cvops`` is made where the command happens to run). While the
+    replay runs, the launcher's supervisor is kept from starting the service.
+
     Args:
         service: the entry-point name, e.g. ``registry``.
         settings: where NATS and the state directory are (default: ``CVOPS_*``).
@@ -154,17 +190,31 @@ def rebuild_service(
     Returns:
         (events applied, the rebuilt SQLite file).
     """
-    settings = settings or load_settings()
+    settings = home_settings(settings or load_settings())
     module = load_projection(service)
-    pid = running_pid(settings, service)
-    if pid is not None and not force:
-        raise CvopsError(
-            0,
-            "service_running",
-            f"{service} is running (pid {pid}); stop it first, or pass --force",
-        )
     projection = _projection_of(module)
     db_path = Path(module.db_path(settings))
+    require_home(settings, service, db_path)
+    with held(Layout.of(settings), service):
+        pid = running_pid(settings, service)
+        if pid is not None and not force:
+            raise CvopsError(
+                0,
+                "service_running",
+                f"{service} is running (pid {pid}); stop it first "
+                f"(python -m cvops.core.local stop {service}), or pass --force",
+            )
+        return _rebuild(service, settings, projection, db_path, module, connect_timeout)
+
+
+def _rebuild(
+    service: str,
+    settings: Settings,
+    projection: Projection,
+    db_path: Path,
+    module: ModuleType,
+    connect_timeout: float,
+) -> tuple[int, Path]:
     # the service's own subject filter, so the checkpoint lands where the live one does
     subjects = getattr(module, "SUBJECTS", None)
     try:
