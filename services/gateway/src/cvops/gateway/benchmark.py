@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgspec
 from litestar import Controller, get, post
 from sqlalchemy.orm import Session
 
@@ -36,10 +35,10 @@ from cvops.gateway.core import (
     Fold,
     Gateway,
     correlation_id,
+    job_fields,
     metadata,
     new_job_id,
     provide,
-    request_fields,
 )
 from cvops.gateway.errors import NotFound
 from cvops.gateway.openapi import refusals
@@ -99,19 +98,8 @@ def _recommendation(done: BenchmarkCompleted) -> BenchmarkRecommendation:
 
 def benchmark_view(state: rules.BenchmarkState) -> BenchmarkView:
     """The API body of a benchmark job's state."""
-    req = state.request
     return BenchmarkView(
-        job_id=state.job_id,
-        correlation_id=req.correlation_id,
-        model_name=req.model_name,
-        version=req.version,
-        status=state.status,
-        requested_by=req.actor,
-        created_at=req.occurred_at,
-        finished_at=state.finished_at,
-        request=msgspec.json.decode(request_fields(req, CreateBenchmark), type=CreateBenchmark),
-        reason=state.reason or None,
-        host=state.host,
+        **job_fields(state, CreateBenchmark),
         planned=list(state.planned),
         unavailable=dict(state.unavailable),
         rows=list(state.rows),

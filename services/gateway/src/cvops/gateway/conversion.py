@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgspec
 from litestar import Controller, get, post
 from sqlalchemy.orm import Session
 
@@ -32,10 +31,10 @@ from cvops.gateway.core import (
     Fold,
     Gateway,
     correlation_id,
+    job_fields,
     metadata,
     new_job_id,
     provide,
-    request_fields,
 )
 from cvops.gateway.errors import NotFound
 from cvops.gateway.openapi import refusals
@@ -106,22 +105,11 @@ def _target_view(target: str, result: rules.TargetState | None) -> ConversionTar
 
 def conversion_view(state: rules.ConversionState) -> ConversionView:
     """The API body of a conversion job's state."""
-    req = state.request
     return ConversionView(
-        job_id=state.job_id,
-        correlation_id=req.correlation_id,
-        model_name=req.model_name,
-        version=req.version,
-        status=state.status,
-        requested_by=req.actor,
-        created_at=req.occurred_at,
-        finished_at=state.finished_at,
-        request=msgspec.json.decode(request_fields(req, CreateConversion), type=CreateConversion),
-        reason=state.reason or None,
+        **job_fields(state, CreateConversion),
         op=state.op,
         dataset=state.dataset,
         dataset_version=state.dataset_version,
-        host=state.host,
         targets=[_target_view(t, state.results.get(t)) for t in state.targets],
     )
 

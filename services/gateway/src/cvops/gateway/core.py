@@ -22,7 +22,9 @@ from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
 from cvops.core import Bus, ProjectionRunner, Settings, get_logger, write_aggregate
+from cvops.domain.benchmark import BenchmarkState
 from cvops.domain.checks import check_storable
+from cvops.domain.conversion import ConversionState
 from cvops.gateway.metrics import GatewayMetrics
 
 log = get_logger(__name__)
@@ -131,6 +133,27 @@ def request_fields(event: Event, body: type[msgspec.Struct]) -> str:
     """The user's fields of a request event, as the API body ``body`` (JSON)."""
     raw = msgspec.to_builtins(event)
     return as_json(msgspec.convert({k: raw[k] for k in body.__struct_fields__ if k in raw}, body))
+
+
+def job_fields(
+    state: ConversionState | BenchmarkState, body: type[msgspec.Struct]
+) -> dict[str, Any]:
+    """What the API body of a conversion or benchmark job shows about the job itself: its
+    request (as ``body``), who asked, when, its status and end."""
+    req = state.request
+    return {
+        "job_id": state.job_id,
+        "correlation_id": req.correlation_id,
+        "model_name": req.model_name,
+        "version": req.version,
+        "status": state.status,
+        "requested_by": req.actor,
+        "created_at": req.occurred_at,
+        "finished_at": state.finished_at,
+        "request": msgspec.json.decode(request_fields(req, body), type=body),
+        "reason": state.reason or None,
+        "host": state.host,
+    }
 
 
 def parse_dt(value: str) -> datetime:
