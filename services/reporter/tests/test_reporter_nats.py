@@ -119,7 +119,12 @@ async def test_a_completed_benchmark_regenerates_the_report_and_announces_it_wit
 
             acked = await bus.publish(completed)
             t0 = time.monotonic()
-            at, report = await first(seen, lambda r: r.last_seq >= acked.seq, 30, log)
+            at, report = await first(
+                seen,
+                lambda r: (r.model_name, r.version) == key and r.last_seq >= acked.seq,
+                30,
+                log,
+            )
             delay = at - t0
             built = [ln for ln in log.read_text().splitlines() if "report_generated" in ln]
             print(f"\nreport regenerated {delay:.3f} s after benchmark.completed was acknowledged")
@@ -139,7 +144,9 @@ async def test_a_completed_benchmark_regenerates_the_report_and_announces_it_wit
 
             for e in deployment:
                 last = (await bus.publish(e)).seq
-            _, deployed = await first(seen, lambda r: r.last_seq >= last, 30, log)
+            _, deployed = await first(
+                seen, lambda r: (r.model_name, r.version) == key and r.last_seq >= last, 30, log
+            )
             assert deployed.missing == [] and deployed.deployments == ["digits"]
             page = (await store.get_bytes(deployed.html.sha256)).decode()
             assert "live numbers unavailable" in page
