@@ -13,7 +13,7 @@ import pytest
 
 from cvops.core import Settings, load_settings
 from cvops.testing.core import NatsServer
-from cvops.testing.router import RouterProcess, build_cnn_onnx, http_call, router_settings
+from cvops.testing.router import Names, RouterProcess, build_cnn_onnx, http_call, router_settings
 
 
 @pytest.fixture(scope="session")
@@ -75,3 +75,8 @@ def wait_private_ready() -> Callable[[RouterProcess, str, str], None]:
         raise TimeoutError(f"{name} not ready in {timeout}s: {router.log_tail()}")
 
     return wait
+
+
+@pytest.fixture(scope="module")
+def names(tag: str) -> Names:
+    return Names(tag)

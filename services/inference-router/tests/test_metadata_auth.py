@@ -15,27 +15,13 @@ import tritonclient.http as triton_http
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from cvops.core import Bus, Settings
+from cvops.core import Settings
 from cvops.testing import router as t
+from cvops.testing.router import Names, deploy_public_and_private
 
 TOKEN = "cvops_metadata_auth_token"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 PER_MODEL = ("", "/versions/1", "/ready", "/versions/1/ready", "/config", "/stats")
-
-
-class Names:
-    def __init__(self, tag: str) -> None:
-        self.admin = f"admin-{tag}"
-        self.viewer = f"viewer-{tag}"
-        self.model = f"cnn-{tag}"
-        self.public = f"open-{tag}"
-        self.private = f"closed-{tag}"
-        self.unknown = f"never-deployed-{tag}"
-
-
-@pytest.fixture(scope="module")
-def names(tag: str) -> Names:
-    return Names(tag)
 
 
 @pytest.fixture(scope="module")
@@ -47,25 +33,9 @@ def served(
     wait_private_ready: Callable[[t.RouterProcess, str, str], None],
 ) -> t.RouterProcess:
     """One model version deployed twice: public and not public; a viewer's API token."""
-
-    async def given() -> None:
-        bus = await Bus.connect(base_settings, name="test-setup")
-        try:
-            await t.ensure_user(bus, names.admin, "admin")
-            await t.ensure_user(bus, names.viewer, "viewer")
-            await t.add_model_version(bus, names.model, 1, onnx_models["v1"])
-            await t.issue_token(bus, names.viewer, TOKEN)
-            await t.request_deployment(bus, names.public, names.model, 1, actor=names.admin)
-            await t.request_deployment(
-                bus, names.private, names.model, 1, actor=names.admin, public=False
-            )
-        finally:
-            await bus.close()
-
-    t.run(given())
-    router.wait_model_ready(names.public)
-    wait_private_ready(router, names.private, TOKEN)
-    return router
+    return deploy_public_and_private(
+        router, base_settings, names, [onnx_models["v1"]], TOKEN, wait_private_ready
+    )
 
 
 def get(router: t.RouterProcess, path: str, headers: dict[str, str] | None = None) -> int:

@@ -24,25 +24,18 @@ from cvops.contracts.deployment import DeploymentFailed, DeploymentReady, Deploy
 from cvops.core import Bus, Settings
 from cvops.inference_router.repository import parse_config
 from cvops.testing import router as t
-from cvops.testing.router import Outcomes, binary_request, hammer, run, wait_event
+from cvops.testing.router import (
+    Names,
+    Outcomes,
+    binary_request,
+    deploy_public_and_private,
+    hammer,
+    wait_event,
+)
 
 CLASSES = [f"class-{i}" for i in range(10)]
 HYPER = {"classes": CLASSES, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
 TOKEN = "cvops_test_secret_token"
-
-
-class Names:
-    def __init__(self, tag: str) -> None:
-        self.admin = f"admin-{tag}"
-        self.viewer = f"viewer-{tag}"
-        self.model = f"cnn-{tag}"
-        self.public = f"digits-{tag}"
-        self.private = f"private-{tag}"
-
-
-@pytest.fixture(scope="module")
-def names(tag: str) -> Names:
-    return Names(tag)
 
 
 @pytest.fixture(scope="module")
@@ -54,25 +47,11 @@ def deployed(
     wait_private_ready: Callable[[t.RouterProcess, str, str], None],
 ) -> t.RouterProcess:
     """Model versions 1 and 2 registered; v1 deployed public and private."""
-
-    async def given() -> None:
-        bus = await Bus.connect(base_settings, name="test-setup")
-        try:
-            await t.ensure_user(bus, names.admin, "admin")
-            await t.ensure_user(bus, names.viewer, "viewer")
-            await t.add_model_version(bus, names.model, 1, onnx_models["v1"], hyperparameters=HYPER)
-            await t.add_model_version(bus, names.model, 2, onnx_models["v2"], hyperparameters=HYPER)
-            await t.issue_token(bus, names.viewer, TOKEN)
-            common = {"actor": names.admin, "max_queue_delay_us": 200}
-            await t.request_deployment(bus, names.public, names.model, 1, public=True, **common)
-            await t.request_deployment(bus, names.private, names.model, 1, public=False, **common)
-        finally:
-            await bus.close()
-
-    run(given())
-    router.wait_model_ready(names.public)
-    wait_private_ready(router, names.private, TOKEN)
-    return router
+    models = [onnx_models["v1"], onnx_models["v2"]]
+    return deploy_public_and_private(
+        router, base_settings, names, models, TOKEN, wait_private_ready, HYPER,
+        max_queue_delay_us=200,
+    )  # fmt: skip
 
 
 def reference(model: Path, x: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -431,3 +431,54 @@ async def hammer(
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+
+
+# -- a module's setup: users, a model, a public and a private deployment ----------------
+
+
+class Names:
+    """A module's users, model and deployments (unique per module: the NATS is shared)."""
+
+    def __init__(self, tag: str) -> None:
+        self.admin = f"admin-{tag}"
+        self.viewer = f"viewer-{tag}"
+        self.model = f"cnn-{tag}"
+        self.public = f"digits-{tag}"
+        self.private = f"private-{tag}"
+        self.unknown = f"never-deployed-{tag}"
+
+
+def deploy_public_and_private(
+    router: RouterProcess,
+    settings: Settings,
+    names: Names,
+    models: list[Path],
+    token: str,
+    wait_private_ready: Callable[[RouterProcess, str, str], None],
+    hyperparameters: dict[str, Any] | None = None,
+    **batching: Any,
+) -> RouterProcess:
+    """``models`` registered as versions 1, 2...; version 1 deployed public and not public;
+    ``token`` an API token of a viewer."""
+
+    async def given() -> None:
+        bus = await Bus.connect(settings, name="test-setup")
+        try:
+            await ensure_user(bus, names.admin, "admin")
+            await ensure_user(bus, names.viewer, "viewer")
+            for version, path in enumerate(models, start=1):
+                await add_model_version(
+                    bus, names.model, version, path, hyperparameters=hyperparameters
+                )
+            await issue_token(bus, names.viewer, token)
+            for name, public in ((names.public, True), (names.private, False)):
+                await request_deployment(
+                    bus, name, names.model, 1, actor=names.admin, public=public, **batching
+                )
+        finally:
+            await bus.close()
+
+    run(given())
+    router.wait_model_ready(names.public)
+    wait_private_ready(router, names.private, token)
+    return router
