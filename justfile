@@ -33,9 +33,10 @@ typecheck:
     # the src/ directories are also the package bases that name the modules (cvops.*)
     MYPYPATH="$(IFS=:; echo "${srcs[*]}")" {{python}} -m mypy "${srcs[@]}"
 
-# pin every third-party package anew in requirements.lock (./justw installs from it)
-lock:
-    {{python}} deploy/lock.py
+# pin every third-party package anew in requirements.lock (./justw installs from it);
+# --keep holds today's pins and only pins what is new
+lock *args:
+    {{python}} deploy/lock.py {{args}}
 
 # regenerate contracts/schemas/ from the event classes
 schemas:

@@ -62,8 +62,9 @@ def normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def resolve(root: Path = ROOT) -> dict[str, str]:
-    """Name -> version of every third-party distribution pip would install, from scratch."""
+def resolve(root: Path = ROOT, *, keep: Path | None = None) -> dict[str, str]:
+    """Name -> version of every third-party distribution pip would install, from scratch
+    (with ``keep``: holding every pin of that lock file, so only new packages are chosen)."""
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         args = [
@@ -81,6 +82,8 @@ def resolve(root: Path = ROOT) -> dict[str, str]:
             "--group",
             "dev",
         ]
+        if keep is not None:
+            args += ["-c", str(keep)]
         for m in members(root):
             args += ["-e", str(m)]
         subprocess.run(args, cwd=root, check=True, stdout=subprocess.DEVNULL)
@@ -110,8 +113,9 @@ def read_lock(path: Path = LOCK) -> dict[str, str]:
     return pins
 
 
-def main() -> int:
-    text = render(resolve())
+def main(argv: list[str] | None = None) -> int:
+    keep = "--keep" in (sys.argv[1:] if argv is None else argv)
+    text = render(resolve(keep=LOCK if keep and LOCK.exists() else None))
     old = read_lock() if LOCK.exists() else {}
     LOCK.write_text(text)
     new = read_lock()
