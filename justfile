@@ -12,6 +12,11 @@ default:
 test *args:
     {{python}} -m pytest --cov --cov-report=term --cov-report=xml -q {{args}}
 
+# the fault suite: kill -9 of each worker and of nats-server mid-job, a poison event, a full
+# disk (tmpfs; needs root); prints a FAULT line of figures per test (not in `test`: minutes)
+faults *args:
+    {{python}} -m pytest -m faults -q -s {{args}}
+
 # ruff lint + format check
 lint:
     {{python}} -m ruff check .
@@ -41,6 +46,10 @@ lock *args:
 # regenerate contracts/schemas/ from the event classes
 schemas:
     {{python}} -m cvops.contracts.schemas contracts/schemas
+
+# schemathesis vs the gateway's OpenAPI as an admin, >= 1,000 cases (own gateway, or --url URL)
+fuzz *args:
+    {{python}} tests/security/fuzz.py {{args}}
 
 # start NATS and every service locally (state in .cvops/)
 up:
@@ -74,6 +83,10 @@ bench-sweep-time *args:
 bench-gateway *args:
     {{python}} bench/gateway_load.py {{args}}
 
+# locust load of a running `up` (reads, uploads, jobs, SSE, inference; --users 1000 --duration 10m)
+load *args:
+    {{python}} bench/load/run.py {{args}}
+
 # search quality: the trainer's GA vs random search vs Optuna TPE / NSGA-II (--quick: minutes)
 bench-search *args:
     {{python}} bench/search_quality.py {{args}}
@@ -85,3 +98,7 @@ bench-search-surrogate *args:
 # serving benchmark: router vs direct Triton vs in-process ORT, batching on/off
 bench-serving *args:
     {{python}} bench/serving/load.py {{args}}
+
+# web UI pages: server-side time of the models list and a 1,000-version model page vs their JSON
+bench-web *args:
+    {{python}} bench/web_pages.py {{args}}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import socket
 import subprocess
@@ -31,8 +32,8 @@ import pytest
 import yaml
 
 from cvops.contracts import Stamp
-from cvops.contracts.identity import UserCreated
-from cvops.core import STREAM, Bus, load_settings
+from cvops.contracts.registry import DatasetRejected
+from cvops.core import STREAM, Bus, load_settings, nats_auth
 from cvops.core.natsd import nats_server_binary
 from cvops.core.services import SERVICES, Service
 from cvops.core.settings import Settings
@@ -228,8 +229,36 @@ def test_nats_runs_jetstream_with_fsync_always(compose: dict[str, Any]) -> None:
         capture_output=True,
         text=True,
         timeout=30,
+        env={**os.environ, **_passwords()},
     )
     assert check.returncode == 0, check.stderr
+
+
+def _passwords() -> dict[str, str]:
+    """A password for every NATS user, as the compose file's .env holds them."""
+    return {nats_auth.env_password_name(u): f"pw-{u}" for u in nats_auth.users()}
+
+
+@pytest.mark.parametrize("conf", ["nats.conf", "cluster.conf"])
+def test_the_nats_configs_carry_every_user_and_permission(conf: str) -> None:
+    """Every deployment's NATS requires the users the launcher writes (the same block)."""
+    text = (DEPLOY / "nats" / conf).read_text()
+    assert text.endswith(nats_auth.deployment_block()), (
+        f"deploy/nats/{conf} is stale: put `python -m cvops.core.nats_auth`'s output at its end"
+    )
+
+
+def test_compose_gives_nats_every_password_and_each_service_its_own(
+    compose: dict[str, Any],
+) -> None:
+    env = compose["services"]["nats"]["environment"]
+    assert set(env) == set(_passwords())
+    for service in NAMES:
+        service_env = compose["services"][service]["environment"]
+        assert service_env["CVOPS_NATS_USER"] == service
+        assert service in nats_auth.SERVICES
+        var = nats_auth.env_password_name(service)
+        assert service_env["CVOPS_NATS_PASSWORD"].startswith(f"${{{var}:?")
 
 
 def test_triton_shares_its_model_repository_with_the_router(compose: dict[str, Any]) -> None:
@@ -304,14 +333,14 @@ def _healthy(monitor_port: int) -> bool:
         return False
 
 
-def _event() -> UserCreated:
+def _event() -> DatasetRejected:
     stamp = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="t", correlation_id="cluster")
     name = f"u{uuid.uuid4().hex[:8]}"
-    return UserCreated(**stamp.envelope(name), username=name, role="viewer", password_hash="x")
+    return DatasetRejected(**stamp.envelope(name), upload_id=name, dataset_name="d", reason="x")
 
 
 @pytest.mark.slow
-async def _publish_until_acked(bus: Bus, event: UserCreated, attempts: int = 10) -> Any:
+async def _publish_until_acked(bus: Bus, event: DatasetRejected, attempts: int = 10) -> Any:
     """Publish, retrying while the stream has no leader (just created, or its node lost) or
     an ack was lost with its server: a re-publish of the same event is deduplicated."""
     for attempt in range(attempts):
@@ -335,7 +364,11 @@ async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
         for i in range(3):
             conf = store / f"n{i + 1}.conf"
             conf.write_text(_node_conf(example, clients[i], monitors[i], routes[i], routes))
-            env = {"NATS_SERVER_NAME": f"nats-{i + 1}", "NATS_STORE_DIR": str(store / f"d{i}")}
+            env = {
+                "NATS_SERVER_NAME": f"nats-{i + 1}",
+                "NATS_STORE_DIR": str(store / f"d{i}"),
+                **_passwords(),
+            }
             log = open(store / f"n{i + 1}.log", "wb")  # noqa: SIM115
             procs.append(
                 subprocess.Popen(
@@ -351,6 +384,8 @@ async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
             nats_url=",".join(f"nats://127.0.0.1:{p}" for p in clients),
             stream_replicas=3,
             home=str(tmp_path / "home"),
+            nats_user="registry",
+            nats_password=_passwords()[nats_auth.env_password_name("registry")],
         )
         bus = await Bus.connect(settings, name="cluster-test")
         try:

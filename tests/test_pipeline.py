@@ -62,6 +62,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECTIONS = {
     *(Path(f"{s}.sqlite") for s in ("registry", "gateway", "trainer", "converter", "benchmarker")),
     Path("inference-router") / "router.sqlite",
+    # identity, from its own stream (the services that hold it)
+    Path("gateway-identity.sqlite"),
+    Path("inference-router") / "identity.sqlite",
 }
 DEPLOYMENT = "pipeline"
 MODEL = "pipeline-cnn"
@@ -349,7 +352,7 @@ def _settled(report: ReportView, settings: Settings) -> bool:
     """The report shows the deployment and reflects the whole log but its own event."""
 
     async def last_seq() -> int:
-        bus = await Bus.connect(settings, name="pipeline-test")
+        bus = await Bus.connect(settings, name="pipeline-test", user="reporter")  # a reader
         try:
             return await bus.last_seq()
         finally:
@@ -620,6 +623,9 @@ def test_upload_train_convert_benchmark_deploy_infer_then_rebuild_every_projecti
     assert not (left := platform.alive()), left
     assert not list(platform.layout.run.glob("*.pid"))
     _assert_same_projections(before, _snapshot(home, files))
+    # every service worked within its NATS permissions (a refused request is logged there)
+    nats_log = platform.layout.log_file(local.NATS).read_text(errors="replace")
+    assert "Violation" not in nats_log, [ln for ln in nats_log.splitlines() if "Violation" in ln]
     print(f"pipeline {took_pipeline:.0f} s, whole test {time.monotonic() - t0:.0f} s")
 
 

@@ -21,7 +21,7 @@ STAMP = Stamp(now=datetime(2026, 1, 1, tzinfo=UTC), actor="alice", correlation_i
 def test_event_round_trips_through_the_union() -> None:
     e = UserCreated(**STAMP.envelope("u"), username="bob", role="viewer", password_hash="h")
     assert decode(encode(e)) == e
-    assert e.subject == "cvops.evt.identity.bob.user_created"
+    assert e.subject == "cvops.sec.identity.bob.user_created"  # credentials: own stream
 
 
 def test_older_reader_ignores_a_new_field() -> None:

@@ -19,6 +19,16 @@ COPY libs/domain/ libs/domain/
 COPY libs/core/ libs/core/
 COPY services/gateway/ services/gateway/
 RUN pip install -c requirements.lock ./contracts ./libs/domain ./libs/core ./services/gateway
+# the web UI's scripts (HTMX), pinned by their package-lock.json, as ./justw installs them;
+# npm is only needed for the install and leaves with it
+ENV CVOPS_WEB_ASSETS=/opt/cvops/web-assets/node_modules
+COPY services/gateway/web-assets/package.json services/gateway/web-assets/package-lock.json \
+     /opt/cvops/web-assets/
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends npm \
+    && npm ci --prefix /opt/cvops/web-assets --no-audit --no-fund --loglevel=error \
+    && apt-get purge -y --auto-remove npm \
+    && rm -rf /var/lib/apt/lists/* /root/.npm
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import httpx
 import msgspec
@@ -185,23 +186,30 @@ def test_health_live(cvops: Invoke) -> None:
 def test_projections_rebuild_of_the_stopped_gateway_gives_the_same_rows(
     cvops: Invoke, live_gateway: LiveGateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Runs last in this file: it stops the gateway, then replays its projection."""
+    """Runs last in this file: it stops the gateway, then replays its projections (the
+    log's, and identity's from its own stream)."""
     from cvops.gateway import projection
+    from cvops.gateway.identity import projection as identity
 
     settings = live_gateway.settings
     monkeypatch.setenv("CVOPS_NATS_URL", settings.nats_url)
     monkeypatch.setenv("CVOPS_HOME", settings.home)
     stop_process(live_gateway.process)
-    db = projection.db_path(settings)
-    engine = sqlite_engine(db)
-    before = dump_rows(engine, projection.metadata)
-    engine.dispose()
+    tables: tuple[tuple[str, ModuleType, str | None], ...] = (
+        ("gateway", projection, None),  # these tests write identity only
+        ("gateway-identity", identity, "users"),
+    )
+    for service, module, table in tables:
+        db = module.db_path(settings)
+        engine = sqlite_engine(db)
+        before = dump_rows(engine, module.metadata)
+        engine.dispose()
 
-    result = cvops("projections", "rebuild", "gateway")
+        result = cvops("projections", "rebuild", service)
 
-    assert result.exit_code == 0, result.output
-    assert f"rebuilt gateway projection {db}: " in result.stdout
-    engine = sqlite_engine(db)
-    assert dump_rows(engine, projection.metadata) == before
-    assert before["users"]  # the rows compared are not all empty
-    engine.dispose()
+        assert result.exit_code == 0, result.output
+        assert f"rebuilt {service} projection {db}: " in result.stdout
+        engine = sqlite_engine(db)
+        assert dump_rows(engine, module.metadata) == before
+        assert table is None or before[table]  # the rows compared are not all empty
+        engine.dispose()

@@ -20,7 +20,7 @@ from cvops.client import rebuild
 from cvops.client.cli import cli
 from cvops.contracts import Stamp
 from cvops.contracts.identity import UserCreated
-from cvops.core import Bus, Settings, services
+from cvops.core import IDENTITY_STREAM, Bus, Settings, nats_auth, services
 
 # A service's projection module, as its entry point would name it.
 PROJECTION_MODULE = '''
@@ -30,6 +30,8 @@ from pathlib import Path
 from sqlalchemy import Column, MetaData, String, Table
 
 from cvops.contracts.identity import UserCreated
+
+STREAM = "CVOPS_IDENTITY"  # identity's events: their own stream
 
 
 class Users:
@@ -153,9 +155,13 @@ def test_every_registered_service_with_a_projection_declares_its_entry_point() -
     cvops.core.services) must be rebuildable by its name, and nothing else is."""
     points = rebuild.projection_entry_points()
     expected = {s.name for s in services.SERVICES if s.projection and not s.planned}
-    assert set(points) == expected
+    # the services that hold identity keep it in a second file, from its own stream
+    holders = {name for name, access in nats_auth.SERVICES.items() if access.reads_identity}
+    assert set(points) == expected | {f"{name}-identity" for name in holders}
     for name in expected:
         assert points[name].value == f"{services.get(name).module}.projection"  # type: ignore[union-attr]
+    for name in holders:
+        assert points[f"{name}-identity"].load().STREAM == IDENTITY_STREAM
 
 
 def test_a_registered_service_without_an_entry_point_is_explained(

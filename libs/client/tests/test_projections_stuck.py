@@ -30,6 +30,8 @@ from sqlalchemy import Column, MetaData, String, Table
 
 from cvops.contracts.identity import UserCreated
 
+STREAM = "CVOPS_IDENTITY"  # identity's events: their own stream
+
 
 class Users:
     name = "poisoned-users"
@@ -95,7 +97,9 @@ def _run_service_until_stuck(settings: Settings) -> int:
 
     async def follow() -> int:
         bus = await Bus.connect(settings, name="test-stuck-service")
-        runner = ProjectionRunner(bus, module.projection, module.db_path(settings))
+        runner = ProjectionRunner(
+            bus, module.projection, module.db_path(settings), stream=module.STREAM
+        )
         task = asyncio.create_task(runner.run())
         try:
             assert not await runner.catch_up(20)

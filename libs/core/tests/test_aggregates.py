@@ -21,6 +21,7 @@ from cvops.contracts.identity import (
     UserDisabled,
 )
 from cvops.core import (
+    IDENTITY_STREAM,
     Aggregates,
     AggregateTable,
     Bus,
@@ -206,14 +207,18 @@ def test_an_unchanged_state_is_not_written(tmp_path: Path) -> None:
 
 async def test_the_runner_folds_aggregates_from_the_stream(bus: Bus, tmp_path: Path) -> None:
     projection, users = users_projection("agg-stream")
-    runner = ProjectionRunner(bus, projection, tmp_path / "s.sqlite", batch=4)
+    # identity's events: their own stream
+    runner = ProjectionRunner(
+        bus, projection, tmp_path / "s.sqlite", batch=4, stream=IDENTITY_STREAM
+    )
     task = asyncio.create_task(runner.run())
     names = [f"s{uuid.uuid4().hex[:6]}" for _ in range(5)]
     for name in names:
         for event in _history(name):
             await bus.publish(event)
     assert await runner.catch_up(10)
-    assert runner.checkpoint() == await bus.last_seq()  # sequences read from reply subjects
+    # sequences read from reply subjects
+    assert runner.checkpoint() == await bus.last_seq(IDENTITY_STREAM)
     runner.stop()
     await task
     with runner.session() as s:
@@ -250,7 +255,7 @@ async def test_append_guarded_chains_the_aggregate_and_leaves_others_unguarded(b
 
 async def test_write_aggregate_decides_again_after_a_conflict(bus: Bus, tmp_path: Path) -> None:
     projection, users = users_projection("agg-writer")
-    runner = ProjectionRunner(bus, projection, tmp_path / "w.sqlite")
+    runner = ProjectionRunner(bus, projection, tmp_path / "w.sqlite", stream=IDENTITY_STREAM)
     task = asyncio.create_task(runner.run())
     name = f"w{uuid.uuid4().hex[:6]}"
     subjects = _created(name).aggregate_subjects

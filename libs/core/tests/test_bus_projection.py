@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from cvops.contracts import Event, Stamp
 from cvops.contracts.identity import RoleChanged, UserCreated
 from cvops.core import (
+    IDENTITY_STREAM,
     ArtifactStore,
     Bus,
     ConcurrencyConflict,
@@ -84,7 +85,7 @@ async def test_expected_last_subject_sequence_refuses_a_fork(bus: Bus) -> None:
 
 async def test_projection_applies_once_and_rebuilds_identically(bus: Bus, tmp_path: Path) -> None:
     proj = UsersProjection()
-    runner = ProjectionRunner(bus, proj, tmp_path / "p.sqlite")
+    runner = ProjectionRunner(bus, proj, tmp_path / "p.sqlite", stream=IDENTITY_STREAM)
     task = asyncio.create_task(runner.run())
     names = [f"p-{uuid.uuid4().hex[:6]}" for _ in range(5)]
     last = None
@@ -101,7 +102,7 @@ async def test_projection_applies_once_and_rebuilds_identically(bus: Bus, tmp_pa
         assert rows[n] == ("engineer", 1)
     before = dump_rows(runner.engine, proj.metadata)
     # restart: nothing is applied twice
-    again = ProjectionRunner(bus, proj, tmp_path / "p.sqlite")
+    again = ProjectionRunner(bus, proj, tmp_path / "p.sqlite", stream=IDENTITY_STREAM)
     t2 = asyncio.create_task(again.run())
     assert await again.catch_up(10)
     again.stop()
@@ -110,7 +111,9 @@ async def test_projection_applies_once_and_rebuilds_identically(bus: Bus, tmp_pa
     assert dump_rows(again.engine, proj.metadata) == before
     runner.engine.dispose()
     again.engine.dispose()
-    applied = await rebuild_projection(bus, UsersProjection(), tmp_path / "p.sqlite")
+    applied = await rebuild_projection(
+        bus, UsersProjection(), tmp_path / "p.sqlite", stream=IDENTITY_STREAM
+    )
     assert applied >= 10
     rebuilt = ProjectionRunner(None, UsersProjection(), tmp_path / "p.sqlite")
     assert dump_rows(rebuilt.engine, proj.metadata) == before
@@ -166,7 +169,7 @@ async def test_work_consumer_redelivers_after_a_failure(bus: Bus) -> None:
         done.set()
 
     consumer = WorkConsumer(
-        bus, f"work-{tag}", [f"cvops.evt.identity.w{tag}.>"], handle, nak_delay=0.1
+        bus, f"work-{tag}", [f"cvops.sec.identity.w{tag}.>"], handle, nak_delay=0.1
     )
     task = asyncio.create_task(consumer.run())
     await bus.publish(_user(f"w{tag}"))
@@ -191,7 +194,7 @@ async def test_work_stopped_by_a_shutdown_goes_back_at_once_and_is_no_failure(
 
     # a failure would wait out the 30 s nak delay; an interrupted job is offered again now
     consumer = WorkConsumer(
-        bus, f"stop-{tag}", [f"cvops.evt.identity.s{tag}.>"], handle, nak_delay=30
+        bus, f"stop-{tag}", [f"cvops.sec.identity.s{tag}.>"], handle, nak_delay=30
     )
     task = asyncio.create_task(consumer.run())
     await bus.publish(_user(f"s{tag}"))

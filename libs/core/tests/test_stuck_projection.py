@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from cvops.contracts import ArtifactRef, Event, Stamp
 from cvops.contracts.identity import UserCreated
 from cvops.contracts.registry import DatasetUploadReceived
-from cvops.core import Bus, ProjectionRunner, dump_rows, rebuild_projection
+from cvops.core import IDENTITY_STREAM, Bus, ProjectionRunner, dump_rows, rebuild_projection
 from cvops.core.projection import (
     PROJECTION_METRICS,
     ProjectionStuck,
@@ -70,7 +70,7 @@ async def test_a_poison_event_stops_the_projection_until_it_is_quarantined(
     proj = PoisonedProjection(f"stuck-{tag}")
     db = tmp_path / "p.sqlite"
 
-    runner = ProjectionRunner(bus, proj, db, subjects=subjects)
+    runner = ProjectionRunner(bus, proj, db, subjects=subjects, stream=IDENTITY_STREAM)
     task = await _run(runner)
     assert not await runner.catch_up(10)  # gives up at once instead of waiting 10 s
     assert runner.stuck is not None and runner.stuck.seq == seqs[1]
@@ -88,7 +88,7 @@ async def test_a_poison_event_stops_the_projection_until_it_is_quarantined(
     runner.engine.dispose()
 
     # a restart hits the same event and stops again
-    again = ProjectionRunner(bus, proj, db, subjects=subjects)
+    again = ProjectionRunner(bus, proj, db, subjects=subjects, stream=IDENTITY_STREAM)
     task = await _run(again)
     assert not await again.catch_up(10)
     assert again.stuck is not None and again.stuck.seq == seqs[1]
@@ -107,7 +107,7 @@ async def test_a_poison_event_stops_the_projection_until_it_is_quarantined(
     again.engine.dispose()
 
     # a rebuild skips the quarantined event the same way
-    await asyncio.wait_for(rebuild_projection(bus, proj, db, subjects), 30)
+    await asyncio.wait_for(rebuild_projection(bus, proj, db, subjects, IDENTITY_STREAM), 30)
     rebuilt = ProjectionRunner(None, proj, db)
     assert dump_rows(rebuilt.engine, proj.metadata) == before
     rebuilt.engine.dispose()
@@ -122,7 +122,9 @@ async def test_a_rebuild_stops_at_a_poison_event_naming_it_instead_of_hanging(
     proj = PoisonedProjection(f"rebuild-{tag}")
     db = tmp_path / "r.sqlite"
     with pytest.raises(ProjectionStuck, match=rf"seq {seqs[1]} .*projections skip") as stopped:
-        await asyncio.wait_for(rebuild_projection(bus, proj, db, [e.subject for e in events]), 30)
+        await asyncio.wait_for(
+            rebuild_projection(bus, proj, db, [e.subject for e in events], IDENTITY_STREAM), 30
+        )
     assert stopped.value.stuck.seq == seqs[1]
     assert not db.exists() and list(tmp_path.glob("r.sqlite.rebuild*")) == []
     assert quarantine_path(db) == tmp_path / "r.quarantine.json"

@@ -125,6 +125,7 @@ async def test_benchmark_measures_every_cpu_engine_and_recommends_one(
     assert "images/s" in done.reason
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 async def test_killed_benchmarker_resumes_after_its_last_row_and_completes_once(
     bus: Bus, service_settings: Settings, tmp_path: Path, trained, digits, converted
 ) -> None:

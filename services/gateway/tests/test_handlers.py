@@ -189,13 +189,25 @@ def _log() -> list[tuple[int, object]]:
 
 def test_projection_applied_twice_leaves_identical_rows(tmp_path: Path) -> None:
     runner = ProjectionRunner(None, views.GatewayProjection(), tmp_path / "g.sqlite")
-    batch = _log()
-    runner.apply_batch(batch)  # type: ignore[arg-type]
-    once = dump_rows(runner.engine, views.metadata)
-    runner.apply_batch(batch)  # type: ignore[arg-type]
-    assert dump_rows(runner.engine, views.metadata) == once
-    with runner.session() as s:
+    # identity's events come from their own stream, into their own file
+    identity = ProjectionRunner(
+        None, identity_views.IdentityProjection(), tmp_path / "gateway-identity.sqlite"
+    )
+    log = _log()
+    secret = [(seq, e) for seq, e in log if getattr(e, "context", "") == "identity"]
+    batch = [(seq, e) for seq, e in log if getattr(e, "context", "") != "identity"]
+    for target, events, metadata in (
+        (runner, batch, views.metadata),
+        (identity, secret, identity_views.metadata),
+    ):
+        target.apply_batch(events)  # type: ignore[arg-type]
+        once = dump_rows(target.engine, metadata)
+        target.apply_batch(events)  # type: ignore[arg-type]
+        assert dump_rows(target.engine, metadata) == once
+    with identity.session() as s:
         assert identity_views.get_user(s, "ann").role == "engineer"  # type: ignore[union-attr]
+    identity.engine.dispose()
+    with runner.session() as s:
         found = catalog_views.get_model(s, "net")
         assert found is not None and found.owner == "root" and found.latest_version == 1
         assert found.versions[0].stage == "staging"
@@ -204,5 +216,4 @@ def test_projection_applied_twice_leaves_identical_rows(tmp_path: Path) -> None:
         assert rejected is not None and (rejected.status, rejected.reason) == ("rejected", "pickle")
         feed = event_feed.events_after(s, "req-1", 0)
     runner.engine.dispose()
-    assert [e.seq for e in feed] == list(range(1, 9))
-    assert "secret-h" not in feed[0].body and "d" * 64 not in feed[1].body
+    assert [e.seq for e in feed] == [seq for seq, _ in batch]  # no identity event in a feed

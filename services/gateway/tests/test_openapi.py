@@ -26,18 +26,19 @@ PUBLIC = {
     ("GET", "/metrics"),
     ("GET", "/schema/openapi.json"),
 }
-# A few operations declared in full: the guard (403), the JSON body (400, 413, 422) and what
-# the service refuses with, and nothing more.
+# A few operations declared in full: the guard (403), the JSON body (400, 413, 422), what
+# the service refuses with, on writes a reused Idempotency-Key (422) and the event log away
+# (503), and nothing more.
 DECLARED = {
     ("GET", "/models"): {200, 401},
     ("GET", "/models/{name}"): {200, 401, 404},
     ("GET", "/users"): {200, 401, 403},
-    ("POST", "/auth/tokens"): {201, 400, 401, 413, 422},
-    ("POST", "/auth/login"): {200, 400, 401, 413, 422, 429},
-    ("POST", "/jobs"): {201, 400, 401, 403, 413, 422, 429},
-    ("POST", "/jobs/{job_id}/cancel"): {202, 401, 403, 404, 409},
-    ("DELETE", "/deployments/{name}"): {202, 401, 403, 404, 409},
-    ("POST", "/models"): {201, 202, 400, 401, 403, 413, 422},
+    ("POST", "/auth/tokens"): {201, 400, 401, 409, 413, 422, 503},
+    ("POST", "/auth/login"): {200, 400, 401, 409, 413, 422, 429, 503},
+    ("POST", "/jobs"): {201, 400, 401, 403, 413, 422, 429, 503},
+    ("POST", "/jobs/{job_id}/cancel"): {202, 401, 403, 404, 409, 422, 503},
+    ("DELETE", "/deployments/{name}"): {202, 401, 403, 404, 409, 422, 503},
+    ("POST", "/models"): {201, 202, 400, 401, 403, 413, 422, 503},
     ("GET", "/events/{correlation_id}"): {200, 401, 422},
     ("GET", "/health/ready"): {200, 503},
 }

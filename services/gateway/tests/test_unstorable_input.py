@@ -106,7 +106,14 @@ class _Bus:
 async def test_a_stuck_projection_makes_the_gateway_not_ready_and_says_where() -> None:
     stuck = Stuck(seq=41, type="registry.dataset_upload_received.v1", reason="OverflowError")
     runner = SimpleNamespace(position=40, stuck=stuck)
-    gateway = SimpleNamespace(bus=_Bus(), runner=runner, caught_up=True, metrics=GatewayMetrics())
+    identity = SimpleNamespace(position=3, stuck=None)
+    gateway = SimpleNamespace(
+        bus=_Bus(),
+        runner=runner,
+        identity_runner=identity,
+        caught_up=True,
+        metrics=GatewayMetrics(),
+    )
     health = await HealthService(gateway).readiness()  # type: ignore[arg-type]
     assert health.status == "down"
     assert health.checks["projection_stuck"] == {
@@ -117,5 +124,12 @@ async def test_a_stuck_projection_makes_the_gateway_not_ready_and_says_where() -
     }
     runner.stuck = None
     assert (await HealthService(gateway).readiness()).status == "ok"  # type: ignore[arg-type]
+    # identity's own projection stuck: not ready either, and it says which file
+    identity.stuck = Stuck(seq=3, type="identity.user_created.v1", reason="OverflowError")
+    health = await HealthService(gateway).readiness()  # type: ignore[arg-type]
+    assert health.status == "down"
+    assert health.checks["identity_projection_stuck"]["resolve"] == identity.stuck.hint(  # type: ignore[index]
+        "gateway-identity"
+    )
     text = (await HealthService(gateway).metrics_text()).decode()  # type: ignore[arg-type]
     assert "cvops_projection_stuck" in text

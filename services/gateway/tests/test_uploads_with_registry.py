@@ -4,7 +4,6 @@ verdicts come back as 201 validated / 422 rejected, and refused bytes leave noth
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import importlib.util
 import io
@@ -25,6 +24,7 @@ import pytest
 from cvops.core import ArtifactStore, Bus
 from cvops.testing.core import start_service
 from cvops.testing.gateway import Platform, observed_statuses, undeclared_statuses
+from cvops.testing.registry import artifact_gone
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("cvops.registry") is None, reason="cvops-registry is not installed"
@@ -112,14 +112,8 @@ async def upload(
     )
 
 
-async def gone(store: ArtifactStore, blob: bytes, within: float = 10.0) -> bool:
-    """The registry deletes refused bytes right after its verdict: wait for it."""
-    digest = hashlib.sha256(blob).hexdigest()
-    for _ in range(int(within / 0.1)):
-        if not await store.exists(digest):
-            return True
-        await asyncio.sleep(0.1)
-    return False
+async def gone(store: ArtifactStore, blob: bytes) -> bool:
+    return await artifact_gone(store, hashlib.sha256(blob).hexdigest())
 
 
 async def test_valid_onnx_uploads_become_versions_one_and_two(platform: Platform) -> None:

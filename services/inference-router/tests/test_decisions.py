@@ -29,7 +29,7 @@ from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import ProjectionRunner, dump_rows
 from cvops.domain.deployment import DeploymentSpec, arms
 from cvops.domain.identity import UserState
-from cvops.inference_router import handlers, predict, projection
+from cvops.inference_router import handlers, identity, predict, projection
 from cvops.inference_router.grpc_api import scan, string_field, with_version
 from cvops.inference_router.metrics import relabel_triton
 from cvops.inference_router.projection import RouterProjection
@@ -194,15 +194,20 @@ def history() -> list[Event]:
 
 def test_projection_rows_after_a_rolling_update(tmp_path: Path) -> None:
     runner = ProjectionRunner(None, RouterProjection(), tmp_path / "r.sqlite")
-    runner.apply_batch(list(enumerate(history(), start=1)))
+    # identity's events come from their own stream, into their own file
+    who = ProjectionRunner(None, identity.projection, tmp_path / "identity.sqlite")
+    log = list(enumerate(history(), start=1))
+    runner.apply_batch([(seq, e) for seq, e in log if e.context != "identity"])
+    who.apply_batch([(seq, e) for seq, e in log if e.context == "identity"])
+    with who.session() as s:
+        ((token, user),) = identity.all_tokens(s)
+        assert token.revoked and token.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+        assert user == ADMIN
     with runner.session() as s:
         d = projection.deployment(s, "digits")
         assert d is not None
         assert (d.status, d.version, d.canary_version, d.canary_weight_bp) == ("ready", 2, 1, 1000)
         assert d.versions == (2, 1) and d.public and d.pending_version is None
-        ((token, user),) = projection.all_tokens(s)
-        assert token.revoked and token.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
-        assert user == ADMIN
         mv = projection.model_version(s, "cnn", 2)
         assert mv is not None and mv.inputs == SPEC and mv.hyperparameters["classes"][0] == "a"
 

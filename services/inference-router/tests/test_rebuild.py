@@ -16,6 +16,7 @@ from cvops.contracts import ArtifactRef, Lineage, TensorSpec
 from cvops.contracts.conversion import ConversionFailed
 from cvops.contracts.registry import ModelVersionAdded
 from cvops.core import Bus, ProjectionRunner, Settings, dump_rows, sqlite_engine
+from cvops.inference_router import identity
 from cvops.inference_router import projection as router_projection
 from cvops.inference_router.projection import SUBJECTS, RouterProjection, db_path
 from cvops.testing.router import ensure_user, issue_token, request_deployment, stamp
@@ -23,10 +24,12 @@ from cvops.testing.router import ensure_user, issue_token, request_deployment, s
 SERVICE = "inference-router"
 
 
-def _rebuild(settings: Settings, monkeypatch: pytest.MonkeyPatch, *extra: str) -> Result:
+def _rebuild(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, *extra: str, service: str = SERVICE
+) -> Result:
     monkeypatch.setenv("CVOPS_NATS_URL", settings.nats_url)
     monkeypatch.setenv("CVOPS_HOME", settings.home)
-    return CliRunner().invoke(cli, ["projections", "rebuild", SERVICE, *extra])
+    return CliRunner().invoke(cli, ["projections", "rebuild", service, *extra])
 
 
 def test_the_entry_point_names_the_file_the_router_keeps(settings: Settings) -> None:
@@ -60,14 +63,25 @@ async def _publish_and_follow(settings: Settings, tag: str) -> None:
             )
         )
         await request_deployment(bus, f"dep-{tag}", f"m-{tag}", 1)
-        runner = ProjectionRunner(bus, RouterProjection(), db_path(settings), subjects=SUBJECTS)
-        task = asyncio.create_task(runner.run())
+        runners = [
+            ProjectionRunner(bus, RouterProjection(), db_path(settings), subjects=SUBJECTS),
+            ProjectionRunner(
+                bus,
+                identity.projection,
+                identity.db_path(settings),
+                stream=identity.STREAM,
+            ),
+        ]
+        tasks = [asyncio.create_task(runner.run()) for runner in runners]
         try:
-            assert await runner.catch_up()
+            for runner in runners:
+                assert await runner.catch_up()
         finally:
-            runner.stop()
-            await task
-            runner.engine.dispose()
+            for runner in runners:
+                runner.stop()
+            await asyncio.gather(*tasks)
+            for runner in runners:
+                runner.engine.dispose()
         # an event the router does not fold, last in the log
         await bus.publish(
             ConversionFailed(
@@ -92,26 +106,39 @@ def test_rebuild_replays_the_log_into_the_routers_projection(
     live = dump_rows(engine, router_projection.metadata)
     engine.dispose()
     live_checkpoint = ProjectionRunner(None, RouterProjection(), db).checkpoint()
+    identity_db = identity.db_path(settings)
+    engine = sqlite_engine(identity_db)
+    live_identity = dump_rows(engine, identity.metadata)
+    engine.dispose()
 
     result = _rebuild(settings, monkeypatch)
+    identity_result = _rebuild(settings, monkeypatch, service=f"{SERVICE}-identity")
 
     assert result.exit_code == 0, result.output
     assert f"rebuilt {SERVICE} projection {db}: " in result.stdout
+    assert identity_result.exit_code == 0, identity_result.output
     engine = sqlite_engine(db)
     assert dump_rows(engine, router_projection.metadata) == live
     runner = ProjectionRunner(None, RouterProjection(), db)
     # replayed through the router's own filter: it stops where the live projection did
     assert runner.checkpoint() == live_checkpoint
     with runner.session() as s:
-        user = router_projection.user(s, f"ann-{tag}")
-        assert user is not None and user.role == "engineer"
         assert router_projection.model_version(s, f"m-{tag}", 1) is not None
         dep = router_projection.deployment(s, f"dep-{tag}")
         assert dep is not None and dep.status == "pending" and dep.pending_version == 1
-        tokens = router_projection.all_tokens(s)
-        assert any(token.username == f"ann-{tag}" for token, _ in tokens)
     runner.engine.dispose()
     engine.dispose()
+    engine = sqlite_engine(identity_db)
+    assert dump_rows(engine, identity.metadata) == live_identity
+    engine.dispose()
+    # identity's own stream and file: users and token digests
+    runner = ProjectionRunner(None, identity.projection, identity_db)
+    with runner.session() as s:
+        user = identity.user(s, f"ann-{tag}")
+        assert user is not None and user.role == "engineer"
+        tokens = identity.all_tokens(s)
+        assert any(token.username == f"ann-{tag}" for token, _ in tokens)
+    runner.engine.dispose()
 
 
 def test_rebuild_refuses_while_the_router_runs(

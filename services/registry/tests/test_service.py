@@ -190,6 +190,7 @@ async def test_registry_validates_uploads_and_seeds_the_bundled_sets(
     await _rebuild_matches(bus, registry.settings, tmp_path)
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 async def test_kill_9_mid_stream_still_gives_each_upload_exactly_one_verdict(
     bus: Bus, registry: Registry, probe: ProjectionRunner, tmp_path: Path
 ) -> None:

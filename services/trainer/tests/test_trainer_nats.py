@@ -54,6 +54,7 @@ def _log_tail(path: Path) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 async def test_killed_trainer_resumes_and_finishes_once_with_the_budgeted_trials(
     bus: Bus, settings: Settings, tmp_path: Path, dataset_name: str
 ) -> None:

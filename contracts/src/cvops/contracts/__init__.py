@@ -3,7 +3,15 @@
 from cvops.contracts import conversion, deployment, identity, registry, reporting, training
 from cvops.contracts.codec import UnknownEvent, decode, encode, event_types, json_schemas, register
 from cvops.contracts.common import ArtifactRef, Lineage, TensorSpec
-from cvops.contracts.envelope import SUBJECT_PREFIX, Event, Stamp, stable_id, subject_token
+from cvops.contracts.envelope import (
+    SECRET_CONTEXTS,
+    SECRET_PREFIX,
+    SUBJECT_PREFIX,
+    Event,
+    Stamp,
+    stable_id,
+    subject_token,
+)
 
 register(*identity.IDENTITY_EVENTS, *registry.REGISTRY_EVENTS)
 register(*deployment.DEPLOYMENT_EVENTS)
@@ -12,6 +20,8 @@ register(*conversion.CONVERSION_EVENTS)
 register(*reporting.REPORTING_EVENTS)
 
 __all__ = [
+    "SECRET_CONTEXTS",
+    "SECRET_PREFIX",
     "SUBJECT_PREFIX",
     "ArtifactRef",
     "Event",

@@ -9,6 +9,11 @@ from typing import Any, ClassVar
 import msgspec
 
 SUBJECT_PREFIX = "cvops.evt"
+# Events that carry credentials (password and token hashes) never travel where integrators
+# subscribe: their contexts publish under ``cvops.sec`` into a stream of their own, read only
+# by the services that hold identity.
+SECRET_PREFIX = "cvops.sec"
+SECRET_CONTEXTS = frozenset({"identity"})
 # Deterministic ids: an event caused by another gets uuid5(cause, "<tag>/<key>"), so a
 # redelivered job re-publishes the same ids and JetStream's duplicate window drops them.
 _NS = uuid.UUID("5b0c1f4e-8f0c-4f0e-9c56-2b8f1f7f0c11")
@@ -43,14 +48,26 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
         return str(getattr(self, self.aggregate_field))
 
     @property
+    def subject_prefix(self) -> str:
+        """``cvops.sec`` for a context that carries credentials, else ``cvops.evt``."""
+        return SECRET_PREFIX if self.context in SECRET_CONTEXTS else SUBJECT_PREFIX
+
+    @property
     def subject(self) -> str:
-        """``cvops.evt.<context>.<aggregate_id>.<name>``."""
-        return f"{SUBJECT_PREFIX}.{self.context}.{subject_token(self.aggregate_id)}.{self.name}"
+        """``cvops.evt.<context>.<aggregate_id>.<name>`` (``cvops.sec.…`` for identity)."""
+        return (
+            f"{self.subject_prefix}.{self.context}.{subject_token(self.aggregate_id)}.{self.name}"
+        )
 
     @property
     def aggregate_subjects(self) -> str:
         """Wildcard for every event of this event's aggregate (optimistic concurrency)."""
-        return f"{SUBJECT_PREFIX}.{self.context}.{subject_token(self.aggregate_id)}.*"
+        return f"{self.aggregate_prefix}.*"
+
+    @property
+    def aggregate_prefix(self) -> str:
+        """``cvops.evt.<context>.<aggregate_id>``: the subject without the event's name."""
+        return f"{self.subject_prefix}.{self.context}.{subject_token(self.aggregate_id)}"
 
 
 class Stamp(msgspec.Struct, frozen=True, kw_only=True):

@@ -1310,6 +1310,39 @@ def report(ref: str, open_: bool, pdf: bool, output: str, as_json: bool) -> None
         webbrowser.open(written[0].resolve().as_uri())
 
 
+# -- terminal UI --------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--router-metrics",
+    envvar="CVOPS_ROUTER_METRICS_URL",
+    metavar="URL",
+    help="The inference router's metrics, for live latency "
+    "[env CVOPS_ROUTER_METRICS_URL; default: port 8002 on the gateway's host]",
+)
+def tui(router_metrics: str | None) -> None:
+    """Full-screen terminal UI: models, data sets, live jobs, benchmarks, deployments, users.
+
+    Uses the gateway URL and token `cvops login` stored (or CVOPS_URL / CVOPS_TOKEN). Keys:
+    1-6 tabs, arrows or j/k, Enter opens, Escape goes back, r refreshes, ? keys, q quits.
+    """
+    from cvops.client.tui import Connection, CvopsApp  # textual loads only for this command
+    from cvops.client.tui.session import router_metrics_beside
+
+    state = _state()
+    stored = state.config if _same_url(state.config.url, state.url) else ClientConfig()
+    connection = Connection(
+        url=state.url,
+        token=state.token(),
+        username=stored.username,
+        expires_at=None if os.environ.get("CVOPS_TOKEN") else stored.expires_at,
+        router_metrics_url=router_metrics or router_metrics_beside(state.url),
+        transport=state.transport,
+    )
+    CvopsApp(connection).run()
+
+
 # -- projections --------------------------------------------------------------------------
 
 

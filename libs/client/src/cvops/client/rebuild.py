@@ -22,8 +22,9 @@ import nats
 import nats.errors
 
 from cvops.client.sdk import CvopsError, Unreachable
-from cvops.core import Bus, Projection, Settings, load_settings, rebuild_projection
+from cvops.core import STREAM, Bus, Projection, Settings, load_settings, rebuild_projection
 from cvops.core import services as registered
+from cvops.core.bus import connect_credentials
 from cvops.core.local import Layout, held, installed, recorded_pid
 from cvops.core.natsd import pid_alive
 from cvops.core.projection import (
@@ -217,8 +218,13 @@ def _rebuild(
 ) -> tuple[int, Path]:
     # the service's own subject filter, so the checkpoint lands where the live one does
     subjects = getattr(module, "SUBJECTS", None)
+    stream = getattr(module, "STREAM", STREAM)
+    # connect as the service whose file this is (an identity projection: its service's user)
+    user = service.removesuffix("-identity")
     try:
-        applied = asyncio.run(_replay(settings, projection, db_path, subjects, connect_timeout))
+        applied = asyncio.run(
+            _replay(settings, projection, db_path, subjects, stream, user, connect_timeout)
+        )
     except ProjectionStuck as err:  # the old file is left as it was
         stuck = err.stuck
         raise CvopsError(
@@ -236,20 +242,23 @@ async def _replay(
     projection: Projection,
     db_path: Path,
     subjects: list[str] | None,
+    stream: str,
+    user: str,
     connect_timeout: float,
 ) -> int:
-    await _probe_nats(settings.effective_nats_url, connect_timeout)
+    await _probe_nats(settings, user, connect_timeout)
     bus = await asyncio.wait_for(
-        Bus.connect(settings, name="cvops-projections-rebuild"), connect_timeout
+        Bus.connect(settings, name="cvops-projections-rebuild", user=user), connect_timeout
     )
     try:
-        return await rebuild_projection(bus, projection, db_path, subjects)
+        return await rebuild_projection(bus, projection, db_path, subjects, stream)
     finally:
         await bus.close()
 
 
-async def _probe_nats(url: str, timeout: float) -> None:
+async def _probe_nats(settings: Settings, user: str, timeout: float) -> None:
     """Fail fast and quietly when NATS is down (the Bus reconnects forever by design)."""
+    url = settings.effective_nats_url
 
     async def _quiet(_err: Exception) -> None:
         return None
@@ -258,6 +267,7 @@ async def _probe_nats(url: str, timeout: float) -> None:
         nc = await asyncio.wait_for(
             nats.connect(
                 url,
+                **connect_credentials(settings, user),
                 allow_reconnect=False,
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,

@@ -3,6 +3,10 @@
 Every response body is decoded into the structs of :mod:`cvops.contracts.api`; every
 non-2xx answer becomes a :class:`CvopsError` built from the gateway's one error shape
 ``{"error": code, "detail": ...}``. Uploads stream the file in chunks and report progress.
+
+Every write (POST, PUT, PATCH, DELETE) carries a fresh ``Idempotency-Key``; when the gateway
+answers 502/503/504 or the connection fails, the write is sent again, a few times with a
+growing pause, with the same key, so it happens once however often it is sent.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import email.message
 import mimetypes
 import os
 import time
+import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -66,6 +71,12 @@ FeedEvent = tuple[int, str, dict[str, Any]]
 _RECONNECTABLE = ("unreachable", "transport_error", "timeout", "http_502", "http_503")
 
 T = TypeVar("T")
+
+# Writes are sent with an Idempotency-Key and sent again with it after these answers (the
+# event log away, a proxy in between timing out) or a failed connection.
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_RETRIED_STATUSES = frozenset({502, 503, 504})
+_MAX_RETRY_PAUSE_S = 5.0
 
 # The gateway may hold an upload's response until the registry's verdict is in.
 _UPLOAD_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -165,6 +176,10 @@ class Client:
             ``Authorization: Bearer <token>``.
         timeout: seconds for ordinary requests (uploads and event feeds wait longer).
         transport: an httpx transport to use instead of the network (tests).
+        write_attempts: how often a write is sent at most (with one ``Idempotency-Key``)
+            when the gateway answers 502/503/504 or the connection fails.
+        retry_pause_s: the pause before the first resend, doubled before each next one
+            (a ``Retry-After`` of the gateway, up to 5 s, wins).
     """
 
     def __init__(
@@ -174,9 +189,13 @@ class Client:
         *,
         timeout: float = 30.0,
         transport: httpx.BaseTransport | None = None,
+        write_attempts: int = 4,
+        retry_pause_s: float = 0.25,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
+        self.write_attempts = max(1, write_attempts)
+        self.retry_pause_s = retry_pause_s
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=5.0),
@@ -210,8 +229,34 @@ class Client:
             raise CvopsError(0, "transport_error", str(err) or type(err).__name__) from err
 
     def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        with self._no_transport_errors():
-            return self._http.request(method, path, headers=self._headers(), **kwargs)
+        if method not in WRITE_METHODS:
+            with self._no_transport_errors():
+                return self._http.request(method, path, headers=self._headers(), **kwargs)
+        return self._write(method, path, **kwargs)
+
+    def _write(
+        self, method: str, path: str, *, attempts: int | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """Send a write with a fresh ``Idempotency-Key``; after a 502/503/504 or a failed
+        connection, send it again with the same key (``attempts`` times at most)."""
+        headers = {**self._headers(), "Idempotency-Key": str(uuid.uuid4())}
+        attempts = attempts or self.write_attempts
+        pause = self.retry_pause_s
+        for attempt in range(1, attempts + 1):
+            last = attempt == attempts
+            try:
+                with self._no_transport_errors():
+                    response = self._http.request(method, path, headers=headers, **kwargs)
+            except CvopsError:
+                if last:
+                    raise
+                time.sleep(pause)
+            else:
+                if last or response.status_code not in _RETRIED_STATUSES:
+                    return response
+                time.sleep(_retry_after(response, pause))
+            pause *= 2
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     def _call(self, method: str, path: str, type_: type[T], **kwargs: Any) -> T:
         response = self._send(method, path, **kwargs)
@@ -699,6 +744,14 @@ class Client:
         if response.is_error:
             raise error_from_response(response)
         return self._decode(response, UploadResult)
+
+
+def _retry_after(response: httpx.Response, default: float) -> float:
+    """The seconds a response's ``Retry-After`` asks for (at most 5), else ``default``."""
+    try:
+        return min(float(response.headers["retry-after"]), _MAX_RETRY_PAUSE_S)
+    except (KeyError, ValueError):
+        return default
 
 
 REPORT_FILES = ("html", "pdf", "json")

@@ -12,12 +12,15 @@ from cvops.core.aggregates import (
 from cvops.core.artifacts import ArtifactStore, SpooledUpload, TooLarge
 from cvops.core.bus import (
     ALL_EVENTS,
+    ALL_SECRETS,
+    IDENTITY_STREAM,
     STREAM,
     Bus,
     ConcurrencyConflict,
     Published,
     ShuttingDown,
     WorkConsumer,
+    stream_of,
 )
 from cvops.core.logging import configure_logging, get_logger
 from cvops.core.projection import (
@@ -32,6 +35,8 @@ from cvops.core.settings import Settings, load_settings
 
 __all__ = [
     "ALL_EVENTS",
+    "ALL_SECRETS",
+    "IDENTITY_STREAM",
     "STREAM",
     "AggregateTable",
     "Aggregates",
@@ -56,5 +61,6 @@ __all__ = [
     "rebuild_projection",
     "run_service",
     "sqlite_engine",
+    "stream_of",
     "write_aggregate",
 ]

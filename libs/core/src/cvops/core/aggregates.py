@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from cvops.contracts import Event
 from cvops.core.bus import Bus, ConcurrencyConflict
 from cvops.core.projection import ProjectionRunner, dbapi
-from cvops.domain.checks import check_storable
+from cvops.domain.checks import check_storable, fits_int64
 
 S = TypeVar("S")
 
@@ -315,15 +315,25 @@ class AggregateTable(Generic[S]):
     # -- reading -------------------------------------------------------------------------
     def get(self, session: Session | Connection, *key: Any) -> S | None:
         """The state of aggregate ``key``, or None."""
+        if not _storable(key):
+            return None  # no row holds it (and SQLite would raise OverflowError on it)
         row = dbapi(session).execute(self._load, key).fetchone()
         return self._decode(row[0]) if row is not None else None
 
     def states(self, session: Session | Connection, **where: Any) -> list[S]:
         """Every state (those whose key or index columns equal ``where``), in key order."""
+        if not _storable(where.values()):
+            return []
         t = self.table
         query = select(self._state).where(*(t.c[n] == v for n, v in where.items()))
         query = query.order_by(*(t.c[n] for n in self._key_names))
         return [self._decode(value) for (value,) in session.execute(query)]
+
+
+def _storable(values: Iterable[Any]) -> bool:
+    """Whether every int among ``values`` fits SQLite's INTEGER: a key beyond 64 bits (a
+    version number in a request, say) names no row."""
+    return all(fits_int64(v) for v in values if isinstance(v, int))
 
 
 class Aggregates:

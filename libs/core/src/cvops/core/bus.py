@@ -23,15 +23,27 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from cvops.contracts import SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
+from cvops.contracts import SECRET_PREFIX, SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
 from cvops.core.logging import get_logger
 from cvops.core.settings import Settings
 from cvops.domain.checks import check_storable
 
 STREAM = "CVOPS_EVENTS"
+# identity's events carry password and token hashes: their own stream, which only the
+# services that hold identity may read (NATS permissions, ``cvops.core.nats_auth``)
+IDENTITY_STREAM = "CVOPS_IDENTITY"
 ARTIFACT_BUCKET = "cvops-artifacts"
 LEASE_BUCKET = "cvops-leases"
 ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
+ALL_SECRETS = f"{SECRET_PREFIX}.>"
+# stream -> the subjects it holds
+STREAMS = {STREAM: ALL_EVENTS, IDENTITY_STREAM: ALL_SECRETS}
+
+
+def stream_of(subject: str) -> str:
+    """The stream that holds events on ``subject`` (a subject or a filter)."""
+    return IDENTITY_STREAM if subject.startswith(f"{SECRET_PREFIX}.") else STREAM
+
 
 log = get_logger(__name__)
 
@@ -60,13 +72,20 @@ class Bus:
         self.settings = settings
 
     @classmethod
-    async def connect(cls, settings: Settings, *, name: str = "cvops") -> Bus:
-        """Connect (reconnecting forever when the server restarts) and ensure the stream."""
+    async def connect(cls, settings: Settings, *, name: str = "cvops", user: str = "") -> Bus:
+        """Connect (reconnecting forever when the server restarts) and ensure the streams.
+
+        The NATS user is ``settings.nats_user``; without one, on the embedded server, the
+        password of ``user`` (default: ``name``, the service) comes from the home's users
+        file that the launcher wrote.
+        """
         # CVOPS_NATS_URL may list a cluster: "nats://n1:4250,nats://n2:4250,..."
         servers = [u.strip() for u in settings.effective_nats_url.split(",") if u.strip()]
+        credentials = connect_credentials(settings, user or name)
         nc = await nats.connect(
             servers,
             name=name,
+            **credentials,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=5,
@@ -79,21 +98,22 @@ class Bus:
         return bus
 
     async def ensure(self) -> None:
-        """Create or update the stream, object store and KV bucket (idempotent)."""
-        config = StreamConfig(
-            name=STREAM,
-            subjects=[ALL_EVENTS],
-            storage=StorageType.FILE,
-            num_replicas=self.settings.stream_replicas,
-            duplicate_window=self.settings.duplicate_window_s,
-            deny_delete=True,
-            deny_purge=True,
-            allow_rollup_hdrs=False,
-        )
-        try:
-            await self.js.stream_info(STREAM)
-        except nats.js.errors.NotFoundError:
-            await self.js.add_stream(config)
+        """Create the streams, object store and KV bucket when missing (idempotent)."""
+        for stream, subjects in STREAMS.items():
+            config = StreamConfig(
+                name=stream,
+                subjects=[subjects],
+                storage=StorageType.FILE,
+                num_replicas=self.settings.stream_replicas,
+                duplicate_window=self.settings.duplicate_window_s,
+                deny_delete=True,
+                deny_purge=True,
+                allow_rollup_hdrs=False,
+            )
+            try:
+                await self.js.stream_info(stream)
+            except nats.js.errors.NotFoundError:
+                await self.js.add_stream(config)
         try:
             self.artifacts_store = await self.js.object_store(ARTIFACT_BUCKET)
         except nats.js.errors.BucketNotFoundError:
@@ -135,8 +155,9 @@ class Bus:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_seq)
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = event.aggregate_subjects
         try:
+            subject = event.subject
             ack = await self.js.publish(
-                event.subject, encode(event), headers=headers, stream=STREAM
+                subject, encode(event), headers=headers, stream=stream_of(subject)
             )
         except nats.js.errors.APIError as err:
             if err.err_code == 10071:  # wrong last sequence
@@ -144,14 +165,16 @@ class Bus:
             raise
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
-    async def last_seq(self) -> int:
-        info = await self.js.stream_info(STREAM)
+    async def last_seq(self, stream: str = STREAM) -> int:
+        """Sequence of the newest event of ``stream`` (the events' by default)."""
+        info = await self.js.stream_info(stream)
         return int(info.state.last_seq)
 
     async def last_subject_seq(self, subject_filter: str) -> int:
-        """Sequence of the newest event matching ``subject_filter`` (0 when none)."""
+        """Sequence of the newest event matching ``subject_filter`` (0 when none), in the
+        stream that holds those subjects."""
         try:
-            msg = await self.js.get_last_msg(STREAM, subject_filter)
+            msg = await self.js.get_last_msg(stream_of(subject_filter), subject_filter)
         except nats.js.errors.NotFoundError:
             return 0
         return int(msg.seq or 0)
@@ -159,6 +182,18 @@ class Bus:
     async def close(self) -> None:
         if not self.nc.is_closed:
             await self.nc.drain()
+
+
+def connect_credentials(settings: Settings, user: str) -> dict[str, str]:
+    """``nats.connect``'s user and password for ``user`` (empty: connect without)."""
+    if settings.nats_user:
+        return {"user": settings.nats_user, "password": settings.nats_password}
+    if settings.nats_url:  # an external server: its users come from the environment
+        return {}
+    from cvops.core.nats_auth import credentials  # (imports this module)
+
+    found = credentials(settings.home_path, user)
+    return {} if found is None else {"user": found[0], "password": found[1]}
 
 
 async def _log_error(err: Exception) -> None:
@@ -213,7 +248,7 @@ class WorkConsumer:
             max_ack_pending=1000,
         )
         return await self.bus.js.pull_subscribe(
-            "", durable=self.durable, stream=STREAM, config=config
+            "", durable=self.durable, stream=stream_of(self.subjects[0]), config=config
         )
 
     async def run(self) -> None:
@@ -247,8 +282,23 @@ class WorkConsumer:
                 await sub.unsubscribe()
 
     async def _handle(self, msg: Msg) -> None:
-        event = decode(msg.data)
         meta = msg.metadata
+        try:
+            event = decode(msg.data)
+        except Exception as err:
+            # a poison message (a known type with fields no reader can decode) would raise
+            # on every delivery; raised here it ended run() and with it all of this
+            # service's work, silently. Say so and never deliver it again.
+            log.error(
+                "work_undecodable",
+                durable=self.durable,
+                seq=meta.sequence.stream,
+                subject=msg.subject,
+                error=f"{type(err).__name__}: {err}"[:1000],
+            )
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
         if isinstance(event, UnknownEvent):
             await msg.ack()
             return

@@ -28,6 +28,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cvops.core import services
+from cvops.core.nats_auth import authorization_block, load_or_create_passwords
+from cvops.core.nats_auth import credentials as nats_credentials
 from cvops.core.natsd import nats_server_binary, start_nats, write_config
 from cvops.core.services import module_of
 from cvops.core.settings import Settings, load_settings
@@ -170,10 +172,14 @@ def _write_pid(layout: Layout, name: str, pid: int) -> None:
     tmp.replace(layout.pid_file(name))
 
 
-def _service_env(settings: Settings, layout: Layout) -> dict[str, str]:
+def _service_env(settings: Settings, layout: Layout, name: str) -> dict[str, str]:
     env = dict(os.environ)
     env["CVOPS_HOME"] = str(layout.home)
     env["CVOPS_NATS_URL"] = settings.effective_nats_url
+    if not settings.nats_url:  # the embedded server: the service's own NATS user
+        found = nats_credentials(layout.home, name)
+        if found is not None:
+            env["CVOPS_NATS_USER"], env["CVOPS_NATS_PASSWORD"] = found
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 
@@ -521,6 +527,12 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def embedded_authorization(layout: Layout) -> str:
+    """The embedded server's users: each service its own (``cvops.core.nats_auth``), with
+    passwords made once per home; a service finds its own in the home when it connects."""
+    return authorization_block(load_or_create_passwords(layout.home))
+
+
 def ensure_nats(
     settings: Settings, layout: Layout, say: Callable[[str], None]
 ) -> subprocess.Popen[bytes] | None:
@@ -542,6 +554,7 @@ def ensure_nats(
             sync_always=settings.nats_sync_always,
             log_file=layout.log_file(NATS),
             detach=True,
+            authorization=embedded_authorization(layout),
         )
     except RuntimeError as err:
         raise LaunchError(
@@ -565,7 +578,7 @@ def start_service(settings: Settings, layout: Layout, name: str) -> subprocess.P
     proc = spawn(
         [sys.executable, "-m", module_of(name)],
         layout.log_file(name),
-        _service_env(settings, layout),
+        _service_env(settings, layout, name),
     )
     _write_pid(layout, name, proc.pid)
     return proc
@@ -884,6 +897,7 @@ def run_nats_foreground(settings: Settings) -> None:
         port=settings.nats_port,
         monitor_port=settings.nats_monitor_port,
         sync_always=settings.nats_sync_always,
+        authorization=embedded_authorization(layout),
     )
     binary = nats_server_binary()
     os.execv(binary, [binary, "-c", str(conf)])

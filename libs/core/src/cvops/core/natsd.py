@@ -25,12 +25,20 @@ def nats_server_binary() -> str:
 
 
 def write_config(
-    store_dir: Path, *, port: int, monitor_port: int | None, sync_always: bool = True
+    store_dir: Path,
+    *,
+    port: int,
+    monitor_port: int | None,
+    sync_always: bool = True,
+    authorization: str = "",
 ) -> Path:
-    """Write a nats-server config; ``port=-1`` lets the server pick a free port.
+    """Write a nats-server config (mode 0600: it holds the users' passwords); ``port=-1``
+    lets the server pick a free port.
 
     ``sync_interval: always`` makes an acknowledged publish an fsynced one (Jepsen's
     NATS 2.12.1 analysis: the default two-minute fsync loses acknowledged writes).
+    ``authorization``: the users block (``cvops.core.nats_auth``); empty: no authentication
+    (throwaway test servers only).
     """
     store_dir.mkdir(parents=True, exist_ok=True)
     lines = [
@@ -47,8 +55,12 @@ def write_config(
     lines.append("}")
     if monitor_port is not None:
         lines.insert(1, f"http_port: {monitor_port}")
+    text = "\n".join(lines) + "\n" + authorization
     conf = store_dir / "nats.conf"
-    conf.write_text("\n".join(lines) + "\n")
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(conf, 0o600)  # a file from before, written with another mode
     return conf
 
 
@@ -60,9 +72,16 @@ def start_nats(
     sync_always: bool = True,
     log_file: Path | None = None,
     detach: bool = False,
+    authorization: str = "",
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start nats-server with JetStream; return the process and its client port."""
-    conf = write_config(store_dir, port=port, monitor_port=monitor_port, sync_always=sync_always)
+    conf = write_config(
+        store_dir,
+        port=port,
+        monitor_port=monitor_port,
+        sync_always=sync_always,
+        authorization=authorization,
+    )
     for old in store_dir.glob("nats-server_*.ports"):
         old.unlink()
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, UnknownEvent, decode
-from cvops.core.bus import ALL_EVENTS, STREAM, Bus, ShuttingDown
+from cvops.core.bus import STREAM, STREAMS, Bus, ShuttingDown
 from cvops.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -269,13 +269,16 @@ class ProjectionRunner:
         db_path: Path | str,
         *,
         subjects: list[str] | None = None,
+        stream: str = STREAM,
         batch: int = 500,
         quarantine: Path | str | None = None,
     ) -> None:
         self.bus = bus
         self.projection = projection
         self.db_path = Path(db_path)
-        self.subjects = subjects or [ALL_EVENTS]
+        # the stream it follows (its sequences are the checkpoint's) and its subjects there
+        self.stream = stream
+        self.subjects = subjects or [STREAMS[stream]]
         self.batch = batch
         # a rebuild writes another file but honours the live file's quarantine
         self.quarantine = Path(quarantine) if quarantine else quarantine_path(self.db_path)
@@ -340,7 +343,7 @@ class ProjectionRunner:
         """Wait until the projection has the stream's last event; False after ``timeout``
         or as soon as it is stuck (``self.stuck`` says where)."""
         assert self.bus is not None
-        return await self.wait_for(await self.bus.last_seq(), timeout, or_stuck=True)
+        return await self.wait_for(await self.bus.last_seq(self.stream), timeout, or_stuck=True)
 
     # -- writing -----------------------------------------------------------------
     def apply_batch(self, items: Sequence[tuple[int, Event | UnknownEvent]]) -> int:
@@ -501,7 +504,7 @@ class ProjectionRunner:
             inactive_threshold=300,
             max_ack_pending=20_000,
         )
-        return await self.bus.js.pull_subscribe("", stream=STREAM, config=config)
+        return await self.bus.js.pull_subscribe("", stream=self.stream, config=config)
 
     async def run(self) -> None:
         """Follow the stream until ``stop()``; survives NATS restarts."""
@@ -517,7 +520,7 @@ class ProjectionRunner:
                     # Idle. Read the stream's last sequence, then look once more: if nothing
                     # came, every matching event up to that sequence is applied. (No stream
                     # round trip while busy: catch-up runs at the consumer's pace.)
-                    watermark = await self.bus.last_seq()
+                    watermark = await self.bus.last_seq(self.stream)
                     try:
                         msgs = await sub.fetch(self.batch, timeout=0.05)
                     except (nats.errors.TimeoutError, TimeoutError):
@@ -595,16 +598,20 @@ def open_projection_file(db_path: Path, projection: Projection) -> Engine:
 
 
 async def rebuild_projection(
-    bus: Bus, projection: Projection, db_path: Path | str, subjects: list[str] | None = None
+    bus: Bus,
+    projection: Projection,
+    db_path: Path | str,
+    subjects: list[str] | None = None,
+    stream: str = STREAM,
 ) -> int:
-    """Replay the log (``subjects``: the service's filter; None: every event) into a fresh
+    """Replay ``stream`` (``subjects``: the service's filter; None: every event) into a fresh
     file, then swap it in. Returns events applied."""
     db_path = Path(db_path)
     tmp = db_path.with_suffix(db_path.suffix + ".rebuild")
     for p in (tmp, Path(f"{tmp}-wal"), Path(f"{tmp}-shm")):
         p.unlink(missing_ok=True)
     runner = ProjectionRunner(
-        bus, projection, tmp, subjects=subjects, quarantine=quarantine_path(db_path)
+        bus, projection, tmp, subjects=subjects, stream=stream, quarantine=quarantine_path(db_path)
     )
     task = asyncio.create_task(runner.run())
     try:

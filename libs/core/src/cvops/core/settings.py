@@ -14,6 +14,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     home: str = ".cvops"
     nats_url: str = ""  # empty: the embedded server on nats_port
+    # who this process is to NATS (the launcher gives each service its own user; empty:
+    # connect without credentials, e.g. a test server without authorization)
+    nats_user: str = ""
+    nats_password: str = ""
     nats_port: int = 4250
     nats_monitor_port: int = 8250
     nats_sync_always: bool = True

@@ -529,6 +529,18 @@ async def announce_dataset_upload(
     return event
 
 
+async def artifact_gone(store: ArtifactStore, sha256: str, within: float = 10.0) -> bool:
+    """Whether the blob ``sha256`` is out of the store within ``within`` seconds (the registry
+    deletes refused bytes right after its verdict)."""
+    import asyncio
+
+    for _ in range(int(within / 0.1)):
+        if not await store.exists(sha256):
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
 async def registry_events(bus: Bus) -> list[Event]:
     """Every registry event in the stream, in order (read with an ephemeral consumer)."""
     import contextlib

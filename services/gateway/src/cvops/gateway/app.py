@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
 import uuid
 from collections.abc import AsyncIterator
 
@@ -12,10 +14,18 @@ from litestar import Litestar
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import ASGIApp, ControllerRouterHandler, Message, Receive, Scope, Send
+from litestar.types import (
+    ASGIApp,
+    ControllerRouterHandler,
+    Message,
+    Receive,
+    ReceiveMessage,
+    Scope,
+    Send,
+)
 
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings, get_logger
-from cvops.gateway import projection
+from cvops.gateway import idempotency, projection
 from cvops.gateway.auth import PUBLIC_PATHS, BearerAuthentication, Passwords
 from cvops.gateway.benchmark import BenchmarksController, BenchmarkService
 from cvops.gateway.catalog.routes import DatasetsController, ModelsController, UploadsController
@@ -26,6 +36,7 @@ from cvops.gateway.deployment import DeploymentsController, DeploymentService
 from cvops.gateway.errors import EXCEPTION_HANDLERS
 from cvops.gateway.feed import EventsController, FeedService
 from cvops.gateway.health import HealthController, HealthService
+from cvops.gateway.identity import projection as identity_projection
 from cvops.gateway.identity.routes import AuthController, UsersController
 from cvops.gateway.identity.service import IdentityService, bootstrap_admin
 from cvops.gateway.metrics import GatewayMetrics
@@ -33,6 +44,7 @@ from cvops.gateway.openapi import document_routes, schema_router
 from cvops.gateway.reports import ReportsController, ReportService
 from cvops.gateway.training.routes import JobsController
 from cvops.gateway.training.service import TrainingService
+from cvops.gateway.web import create_web_app, with_web_ui
 
 log = get_logger(__name__)
 
@@ -71,9 +83,25 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         bus = await Bus.connect(settings, name="gateway")
         runner = ProjectionRunner(bus, projection.projection, projection.db_path(settings))
+        identity_runner = ProjectionRunner(
+            bus,
+            identity_projection.projection,
+            identity_projection.db_path(settings),
+            stream=identity_projection.STREAM,
+        )
         follow = asyncio.create_task(runner.run(), name="gateway-projection")
-        gateway = Gateway(settings=settings, bus=bus, runner=runner, metrics=metrics)
-        identity = IdentityService(gateway, Passwords(password_hasher))
+        follow_identity = asyncio.create_task(identity_runner.run(), name="identity-projection")
+        gateway = Gateway(
+            settings=settings,
+            bus=bus,
+            runner=runner,
+            metrics=metrics,
+            identity_runner=identity_runner,
+        )
+        # identity reads and writes its own projection (its events are in their own stream)
+        identity = IdentityService(
+            dataclasses.replace(gateway, runner=identity_runner), Passwords(password_hasher)
+        )
         app.state.gateway = gateway
         app.state.identity = identity
         artifacts = ArtifactStore(bus)
@@ -86,7 +114,10 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         app.state.feed = FeedService(gateway)
         app.state.health = HealthService(gateway)
         try:
-            gateway.caught_up = await runner.catch_up(CATCH_UP_TIMEOUT_S)
+            caught_up = await asyncio.gather(
+                runner.catch_up(CATCH_UP_TIMEOUT_S), identity_runner.catch_up(CATCH_UP_TIMEOUT_S)
+            )
+            gateway.caught_up = all(caught_up)
             if gateway.caught_up:
                 await bootstrap_admin(identity)
             else:
@@ -95,9 +126,12 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
             yield
         finally:
             runner.stop()
+            identity_runner.stop()
             await follow
+            await follow_identity
             await bus.close()
             runner.engine.dispose()
+            identity_runner.engine.dispose()
 
     app = Litestar(
         route_handlers=CONTROLLERS,
@@ -119,27 +153,54 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
     )
     document_routes(app)
     # Outermost layers (around routing, so 404/405 are counted and carry the id too).
-    app.asgi_handler = with_correlation_id(metrics.middleware(app.asgi_handler))
+    web = create_web_app(app.state)  # the web UI under /ui/ (its own app, out of /schema)
+    app.asgi_handler = with_correlation_id(metrics.middleware(with_web_ui(app.asgi_handler, web)))
     return app
 
 
 def with_correlation_id(app: ASGIApp) -> ASGIApp:
-    """Give every request an id (events it appends carry it) and return it as a header."""
+    """Give every request an id (events it appends carry it) and return it as a header.
+
+    A write's ``Idempotency-Key`` and the running sha256 of its body go into the request's
+    state: ``core.correlation_id`` derives the id of such a request from them, and the header
+    says the id it ended with.
+    """
 
     async def correlated(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
-        correlation_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["correlation_id"] = correlation_id
+        state = scope.setdefault("state", {})
+        state["correlation_id"] = uuid.uuid4().hex
+        key = _idempotency_key(scope)
+        body = hashlib.sha256()
+        if key is not None:
+            state[idempotency.STATE_KEY] = key
+            state[idempotency.STATE_BODY] = body
+
+        async def receive_hashed() -> ReceiveMessage:
+            message = await receive()
+            if message["type"] == "http.request":
+                body.update(message.get("body", b""))
+            return message
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
-                headers.append((b"x-correlation-id", correlation_id.encode()))
+                headers.append((b"x-correlation-id", str(state["correlation_id"]).encode()))
                 message = {**message, "headers": headers}  # type: ignore[typeddict-item]
             await send(message)
 
-        await app(scope, receive, send_with_id)
+        await app(scope, receive if key is None else receive_hashed, send_with_id)
 
     return correlated
+
+
+def _idempotency_key(scope: Scope) -> str | None:
+    """The ``Idempotency-Key`` header of a write (None for reads and writes without one)."""
+    if scope.get("method") not in idempotency.WRITE_METHODS:
+        return None
+    for name, value in scope.get("headers", []):
+        if name == b"idempotency-key":
+            return bytes(value).decode("latin-1")
+    return None

@@ -41,6 +41,7 @@ from cvops.gateway.core import (
     provide,
 )
 from cvops.gateway.errors import NotFound
+from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
 
 # -- rules -------------------------------------------------------------------------------------
@@ -124,7 +125,10 @@ class BenchmarkService:
     async def benchmark(
         self, who: Principal, body: CreateBenchmark, correlation_id: str
     ) -> JobCreated:
-        job_id = new_job_id("bench")
+        job_id = new_job_id("bench", correlation_id)
+        created = JobCreated(job_id=job_id, kind="benchmark", correlation_id=correlation_id)
+        if replayed(self.gateway, correlation_id):
+            return created
         with self.gateway.session() as s:
             version = catalog.get_version(s, body.model_name, body.version)
             dataset = (
@@ -142,7 +146,13 @@ class BenchmarkService:
             stamp=self.gateway.stamp(who.username, correlation_id),
         )
         await self.gateway.write(events)
-        return JobCreated(job_id=job_id, kind="benchmark", correlation_id=correlation_id)
+        return created
+
+    def results(self) -> list[BenchmarkView]:
+        """Every benchmark, newest first (the web UI's list)."""
+        with self.gateway.session() as s:
+            found = [benchmark_view(state) for state in benchmarks.states(s)]
+        return sorted(found, key=lambda b: (b.created_at, b.job_id), reverse=True)
 
     def result(self, job_id: str) -> BenchmarkView:
         with self.gateway.session() as s:

@@ -37,6 +37,7 @@ from cvops.gateway.core import (
     provide,
 )
 from cvops.gateway.errors import NotFound
+from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
 
 # -- rules -------------------------------------------------------------------------------------
@@ -131,7 +132,10 @@ class ConversionService:
     async def convert(
         self, who: Principal, body: CreateConversion, correlation_id: str
     ) -> JobCreated:
-        job_id = new_job_id("conv")
+        job_id = new_job_id("conv", correlation_id)
+        created = JobCreated(job_id=job_id, kind="conversion", correlation_id=correlation_id)
+        if replayed(self.gateway, correlation_id):
+            return created
         with self.gateway.session() as s:
             version = catalog.get_version(s, body.model_name, body.version)
             dataset = (
@@ -145,7 +149,13 @@ class ConversionService:
             stamp=self.gateway.stamp(who.username, correlation_id),
         )
         await self.gateway.write(events)
-        return JobCreated(job_id=job_id, kind="conversion", correlation_id=correlation_id)
+        return created
+
+    def conversions(self) -> list[ConversionView]:
+        """Every conversion, newest first (the web UI's list)."""
+        with self.gateway.session() as s:
+            found = [conversion_view(state) for state in conversions.states(s)]
+        return sorted(found, key=lambda c: (c.created_at, c.job_id), reverse=True)
 
     def conversion(self, job_id: str) -> ConversionView:
         with self.gateway.session() as s:

@@ -6,7 +6,6 @@ and JSON columns, and how a controller reaches its context's service.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -25,6 +24,8 @@ from cvops.core import Bus, ProjectionRunner, Settings, get_logger, write_aggreg
 from cvops.domain.benchmark import BenchmarkState
 from cvops.domain.checks import check_storable
 from cvops.domain.conversion import ConversionState
+from cvops.gateway import idempotency
+from cvops.gateway.auth import Principal
 from cvops.gateway.metrics import GatewayMetrics
 
 log = get_logger(__name__)
@@ -40,6 +41,8 @@ class Gateway:
     bus: Bus
     runner: ProjectionRunner
     metrics: GatewayMetrics
+    # identity's projection (its own stream); the identity service's Gateway has it as runner
+    identity_runner: ProjectionRunner | None = None
     caught_up: bool = False
     # set when the server shuts down: open event feeds end so the shutdown is not held up
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
@@ -55,10 +58,18 @@ class Gateway:
     def stamp(self, actor: str, correlation_id: str) -> Stamp:
         return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
 
+    def check_connected(self) -> None:
+        """Refuse a write at once while NATS is disconnected (``NotWritten``): the client
+        would buffer the publish and send it on reconnect, after the request has failed."""
+        if not self.bus.nc.is_connected:
+            raise idempotency.NotWritten("the event log is not connected")
+
     async def append(self, events: list[Event]) -> int:
         """Publish events in order, unguarded (each one's ``Nats-Msg-Id`` dedupes a re-publish);
         all of them are checked storable first, so none goes out when one is refused."""
         check_storable(events)
+        if events:
+            self.check_connected()
         seq = 0
         for event in events:
             seq = (await self.bus.publish(event)).seq
@@ -81,6 +92,7 @@ class Gateway:
         when another writer got in between, the whole read-decide-append is retried. A
         projection that does not reach the aggregate in time fails the write (TimeoutError).
         """
+        self.check_connected()
         appended = await write_aggregate(
             self.bus,
             subjects,
@@ -93,17 +105,43 @@ class Gateway:
         return appended.seq
 
 
-def new_job_id(kind: str) -> str:
-    """``job-1a2b3c4d5e6f``: short enough to type, random enough not to collide."""
-    return f"{kind}-{uuid.uuid4().hex[:12]}"
+def new_job_id(kind: str, correlation_id: str = "") -> str:
+    """``job-1a2b3c4d5e6f``: short enough to type, random enough not to collide; derived from
+    the ``Idempotency-Key`` of a keyed request (``correlation_id``), so a retry names the
+    same job."""
+    return idempotency.new_job_id(kind, correlation_id)
 
 
 # -- controllers -------------------------------------------------------------------------------
 
 
-def correlation_id(request: Request[Any, Any, Any]) -> str:
-    """The id of this request, which every event it appends carries (header X-Correlation-Id)."""
-    return str(request.scope["state"]["correlation_id"])
+def correlation_id(
+    request: Request[Any, Any, Any],
+    *,
+    fingerprint: str | None = None,
+    username: str | None = None,
+) -> str:
+    """The id of this request, which every event it appends carries (header X-Correlation-Id).
+
+    A write with an ``Idempotency-Key`` gets one derived from the caller (``username`` where
+    no one is signed in yet), the key and ``fingerprint`` (default: its method, path, query
+    and body), so a retry of it gets the same (``cvops.gateway.idempotency``).
+    """
+    state = request.scope["state"]
+    key = state.get(idempotency.STATE_KEY)
+    if key is None:
+        return str(state["correlation_id"])
+    if username is None:
+        user = request.scope.get("user")
+        username = user.username if isinstance(user, Principal) else ""
+    if fingerprint is None:
+        body = state[idempotency.STATE_BODY].hexdigest()
+        fingerprint = idempotency.fingerprint(
+            request.method, request.url.path, request.url.query or "", body
+        )
+    keyed = idempotency.keyed_correlation_id(username, idempotency.valid_key(key), fingerprint)
+    state["correlation_id"] = keyed  # the response's X-Correlation-Id
+    return keyed
 
 
 def provide(key: str) -> dict[str, Provide]:
@@ -116,6 +154,25 @@ def provide(key: str) -> dict[str, Provide]:
 
 
 # -- projection --------------------------------------------------------------------------------
+
+
+class Generations:
+    """A projection's cache keys: per event context, the committed batches that had one of
+    its events (``apply`` adds the context to ``_touched``)."""
+
+    def __init__(self) -> None:
+        self._generations: dict[str, int] = {}
+        self._touched: set[str] = set()
+
+    def generation(self, event_context: str) -> int:
+        """Moves after every committed batch with an event of ``event_context``."""
+        return self._generations.get(event_context, 0)
+
+    def after_commit(self) -> None:
+        for event_context in self._touched:
+            self._generations[event_context] = self.generation(event_context) + 1
+        self._touched.clear()
+
 
 # Every context's tables, in the one SQLite file (``projection.db_path``).
 metadata = MetaData()

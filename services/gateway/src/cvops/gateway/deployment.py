@@ -25,6 +25,7 @@ from cvops.gateway.auth import AuthRequest, Principal, allow
 from cvops.gateway.catalog import projection as catalog
 from cvops.gateway.core import Fold, Gateway, correlation_id, metadata, provide
 from cvops.gateway.errors import NotFound
+from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
 
 # -- rules (cvops.domain.deployment) ------------------------------------------------------------
@@ -144,6 +145,8 @@ class DeploymentService:
         The request names the artifact served (by sha256): the one the engine and precision
         serve, or the pick of ``from_benchmark`` / the newest completed benchmark.
         """
+        if replayed(self.gateway, correlation_id):
+            return self.deployment(body.deployment or body.model_name)
         canary = parse_canary(body.canary, body.model_name) if body.canary else None
         with self.gateway.session() as s:
             rec = None
@@ -192,6 +195,8 @@ class DeploymentService:
         return found
 
     async def retire(self, who: Principal, name: str, correlation_id: str) -> DeploymentView:
+        if replayed(self.gateway, correlation_id):
+            return self.deployment(name)
         with self.gateway.session() as s:
             current = DEPLOYMENTS.get(s, name)
         stamp = self.gateway.stamp(who.username, correlation_id)

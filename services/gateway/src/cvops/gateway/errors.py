@@ -20,6 +20,7 @@ from cvops.domain.errors import (  # re-exported: the rules raise them, this map
     QuotaExceeded,
     Refused,
 )
+from cvops.gateway.idempotency import KEY_HEADER, WRITE_METHODS, NotWritten
 from cvops.gateway.uploads import FormError
 
 log = get_logger(__name__)
@@ -92,9 +93,36 @@ def _conflict(_request: Request, exc: ConcurrencyConflict) -> Response:
     return error_response(409, "changed concurrently by another request; retry")
 
 
+# a moment for the client to wait before retrying while the event log is away
+RETRY_AFTER = {"Retry-After": "1"}
+
+
+def _not_written(request: Request, exc: NotWritten) -> Response:
+    log.warning("nats_disconnected_write_refused", path=request.url.path)
+    return error_response(
+        503, "the event log is unreachable: nothing was written; retry shortly", RETRY_AFTER
+    )
+
+
 def _nats(request: Request, exc: nats.errors.Error) -> Response:
-    log.warning("nats_unavailable", path=request.url.path, error=str(exc))
-    return error_response(503, "the event log is unreachable; retry shortly")
+    correlation_id = request.scope.get("state", {}).get("correlation_id", "")
+    log.warning(
+        "nats_unavailable", path=request.url.path, error=str(exc), correlation_id=correlation_id
+    )
+    if request.method not in WRITE_METHODS:
+        return error_response(503, "the event log is unreachable; retry shortly", RETRY_AFTER)
+    # the publish may have gone out (nats.py sends what it buffered once reconnected)
+    keyed = request.headers.get(KEY_HEADER)
+    retry = (
+        f"retry with the same {KEY_HEADER} ({keyed!r}) to have it happen once"
+        if keyed
+        else f"check before retrying (correlation id {correlation_id}), or send an {KEY_HEADER}"
+    )
+    return error_response(
+        503,
+        f"the event log did not confirm the write: outcome unknown, it may still land; {retry}",
+        RETRY_AFTER,
+    )
 
 
 def _too_deep(request: Request, exc: RecursionError) -> Response:
@@ -119,6 +147,7 @@ EXCEPTION_HANDLERS: ExceptionHandlersMap = {
     FormError: _form,
     TooLarge: _too_large,
     ConcurrencyConflict: _conflict,
+    NotWritten: _not_written,
     nats.errors.Error: _nats,
     RecursionError: _too_deep,
     Exception: _internal,

@@ -30,10 +30,13 @@ class HealthService:
         connected = gateway.bus.nc.is_connected
         lag = await self.projection_lag() if connected else None
         stuck = gateway.runner.stuck
+        identity = gateway.identity_runner
+        identity_stuck = identity.stuck if identity is not None else None
         ok = (
             connected
             and gateway.caught_up
             and stuck is None
+            and identity_stuck is None
             and lag is not None
             and lag <= READY_MAX_LAG
         )
@@ -52,6 +55,14 @@ class HealthService:
                     "type": stuck.type,
                     "reason": stuck.reason,
                     "resolve": stuck.hint("gateway"),
+                },
+                "identity_projection_stuck": None
+                if identity_stuck is None
+                else {
+                    "seq": identity_stuck.seq,
+                    "type": identity_stuck.type,
+                    "reason": identity_stuck.reason,
+                    "resolve": identity_stuck.hint("gateway-identity"),
                 },
             },
         )

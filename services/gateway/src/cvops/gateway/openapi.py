@@ -9,7 +9,10 @@ the gateway really answers, each with the one error shape (component ``ErrorBody
   role, and 400 (malformed JSON), 413 (over the body limit) and 422 (fails validation) on
   every route with a JSON body;
 * declared on each route with ``responses=refusals(...)``: what the service itself refuses
-  with (lookups 404, conflicts 409, checks 422, quotas 429, the upload form's 400 and 413).
+  with (lookups 404, conflicts 409, checks 422, quotas 429, the upload form's 400 and 413);
+* on every write (POST, PUT, PATCH, DELETE): the optional ``Idempotency-Key`` header, 422
+  for a key reused with another request and 503 while the event log is unreachable
+  (``cvops.gateway.idempotency``).
 
 Public routes carry ``security: []`` (no token); every other one inherits the document's
 global bearer requirement.
@@ -25,12 +28,13 @@ from typing import Any, ClassVar, cast
 from litestar import Litestar, Router
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi import ResponseSpec
-from litestar.openapi.spec import Example, Operation
+from litestar.openapi.spec import Example, OpenAPIType, Operation, Parameter, Schema
 from litestar.routes import BaseRoute, HTTPRoute
 
 from cvops.contracts.api import ErrorBody
 from cvops.gateway.auth import PUBLIC_PATHS, Allow
 from cvops.gateway.errors import ERROR_CODES
+from cvops.gateway.idempotency import KEY_DESCRIPTION, KEY_HEADER, MAX_KEY_CHARS, WRITE_METHODS
 
 SCHEMA_PATH = "/schema"
 DOCUMENT_PATH = f"{SCHEMA_PATH}/openapi.json"
@@ -51,6 +55,11 @@ REFUSALS: dict[int, str] = {
         "Too many: past a quota (running GPU jobs per user or per role), or too many failed "
         "sign-ins (then header `Retry-After` gives the seconds to wait)"
     ),
+    503: (
+        "Unavailable: the event log is unreachable. `nothing was written`: no event was "
+        "appended; `outcome unknown`: the write may still land, retry with the same "
+        "`Idempotency-Key`. Header `Retry-After` gives the seconds to wait"
+    ),
 }
 _EXAMPLE_DETAIL: dict[int, Any] = {
     400: "JSON is malformed: invalid character (byte 0)",
@@ -64,6 +73,7 @@ _EXAMPLE_DETAIL: dict[int, Any] = {
         "errors": [{"message": "Expected `str`, got `int`", "key": "username", "source": "body"}],
     },
     429: "GPU quota: role engineer has 3 GPU job(s) running, the limit per role is 3; ...",
+    503: "the event log is unreachable: nothing was written; retry shortly",
 }
 
 
@@ -110,7 +120,18 @@ def derived_refusals(handler: HTTPRouteHandler, path: str) -> set[int]:
         statuses |= {400, 422}
         if handler.resolve_request_max_body_size() is not None:
             statuses.add(413)
+    if handler.http_methods & WRITE_METHODS:
+        statuses |= {422, 503}  # a reused Idempotency-Key; the event log away
     return statuses
+
+
+IDEMPOTENCY_KEY = Parameter(
+    name=KEY_HEADER,
+    param_in="header",
+    required=False,
+    description=KEY_DESCRIPTION,
+    schema=Schema(type=OpenAPIType.STRING, min_length=1, max_length=MAX_KEY_CHARS),
+)
 
 
 @dataclass
@@ -124,8 +145,11 @@ class GatewayOperation(Operation):
 
     declared: ClassVar[frozenset[str]] = frozenset()
     public: ClassVar[bool] = False
+    writes: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
+        if self.writes:
+            self.parameters = [*(self.parameters or []), IDEMPOTENCY_KEY]
         if self.responses is not None:
             self.responses = {
                 status: response
@@ -161,7 +185,11 @@ def document_routes(app: Litestar) -> None:
                 type(
                     base.__name__,
                     (base,),
-                    {"declared": declared, "public": is_public(route.path)},
+                    {
+                        "declared": declared,
+                        "public": is_public(route.path),
+                        "writes": bool(handler.http_methods & WRITE_METHODS),
+                    },
                 ),
             )
 

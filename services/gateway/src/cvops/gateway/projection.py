@@ -18,13 +18,13 @@ from cvops.contracts import Event
 from cvops.core import Settings
 from cvops.gateway import benchmark, conversion, deployment, feed, reports
 from cvops.gateway.catalog import projection as catalog
-from cvops.gateway.core import Fold, metadata
-from cvops.gateway.identity import projection as identity
+from cvops.gateway.core import Fold, Generations, metadata
 from cvops.gateway.training import projection as training
 
 __all__ = ["FOLDS", "GatewayProjection", "db_path", "metadata", "projection"]
 
-CONTEXTS = (identity, catalog, training, deployment, conversion, benchmark, reports)
+# identity is not here: its events live in their own stream (``gateway.identity.projection``)
+CONTEXTS = (catalog, training, deployment, conversion, benchmark, reports)
 
 
 def _combined() -> dict[str, tuple[Fold, ...]]:
@@ -39,7 +39,7 @@ def _combined() -> dict[str, tuple[Fold, ...]]:
 FOLDS = _combined()
 
 
-class GatewayProjection:
+class GatewayProjection(Generations):
     """Folds every event of the log into the gateway's read model."""
 
     name = "gateway"
@@ -50,21 +50,8 @@ class GatewayProjection:
     # 5: catalog and training tables are cvops.core's (the catalog in the registry's layout);
     #    deployments serve artifacts (engine, precision, served, checks)
     # 6: reports (the newest report.generated of each model version, cvops.core.reports)
-    version = 6
-
-    def __init__(self) -> None:
-        # per event context: committed batches that had one of its events (a cache's key)
-        self._generations: dict[str, int] = {}
-        self._touched: set[str] = set()
-
-    def generation(self, event_context: str) -> int:
-        """Moves after every committed batch with an event of ``event_context``."""
-        return self._generations.get(event_context, 0)
-
-    def after_commit(self) -> None:
-        for event_context in self._touched:
-            self._generations[event_context] = self.generation(event_context) + 1
-        self._touched.clear()
+    # 7: identity in its own stream and file (gateway-identity.sqlite)
+    version = 7
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         self._touched.add(event.context)

@@ -155,7 +155,8 @@ class ReportService:
 # -- routes ------------------------------------------------------------------------------------
 
 
-def _file_response(found: ReportFile, **headers: str) -> Stream:
+def report_file_response(found: ReportFile, **headers: str) -> Stream:
+    """A report file streamed back, with its name, size and digest (and ``headers``)."""
     ref = found.artifact
     filename = quote(found.filename, safe="")
     return Stream(
@@ -210,7 +211,7 @@ class ReportsController(Controller):
     async def report_html(self, name: str, version: int, service: ReportService) -> Stream:
         """The report as one self-contained HTML page (works offline), streamed."""
         found = await service.file(name, version, "html")
-        return _file_response(found, **{"Content-Security-Policy": REPORT_CSP})
+        return report_file_response(found, **{"Content-Security-Policy": REPORT_CSP})
 
     @get(
         "/report.pdf",
@@ -218,7 +219,7 @@ class ReportsController(Controller):
     )
     async def report_pdf(self, name: str, version: int, service: ReportService) -> Stream:
         """The report's sections and charts as one PDF, streamed."""
-        return _file_response(await service.file(name, version, "pdf"))
+        return report_file_response(await service.file(name, version, "pdf"))
 
     @get(
         "/report.json",
@@ -229,7 +230,7 @@ class ReportsController(Controller):
     )
     async def report_json(self, name: str, version: int, service: ReportService) -> Stream:
         """The report's data as JSON (sections, tables, the data behind every chart)."""
-        return _file_response(await service.file(name, version, "json"))
+        return report_file_response(await service.file(name, version, "json"))
 
     @get(
         "/report/charts/{chart:str}",
@@ -243,4 +244,4 @@ class ReportsController(Controller):
         Returns:
             the PNG; 404 for a chart the report does not have.
         """
-        return _file_response(await service.chart(name, version, chart))
+        return report_file_response(await service.chart(name, version, chart))

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer, get_logger
 from cvops.core.local import TRITON, Layout
+from cvops.inference_router import identity
 from cvops.inference_router.api import MAX_BODY, KServeHttp
 from cvops.inference_router.front import FrontDoor
 from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
@@ -43,6 +44,9 @@ class Router:
         self.runner = ProjectionRunner(
             bus, RouterProjection(), db_path(settings), subjects=SUBJECTS
         )
+        self.identity = ProjectionRunner(
+            bus, identity.projection, identity.db_path(settings), stream=identity.STREAM
+        )
         self.local: LocalTriton | None = None
         urls = [u for u in settings.triton_url.split(",") if u.strip()]
         if urls:  # Docker/GPU hosts: NGC tritonservers with native backends
@@ -70,13 +74,14 @@ class Router:
             ]
             backend = "python"
         self.pool = Pool(instances)
-        self.routes = RouteTable(self.runner)
+        self.routes = RouteTable(self.runner, self.identity)
         self.metrics = RouterMetrics()
         self.proxy = Proxy(self.pool, self.routes, self.metrics)
         self.exporter = MetricsExporter(self.metrics, self.pool)
         self.deployer = Deployer(
             bus=bus,
             runner=self.runner,
+            identity=self.identity,
             pool=self.pool,
             repository=repository,
             cache=self.home / "artifacts",
@@ -106,8 +111,13 @@ class Router:
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self.runner.run(), name="projection"))
+        self._tasks.append(asyncio.create_task(self.identity.run(), name="identity"))
+        # the routes this router's projection file already holds, before the first request:
+        # an empty table would answer a public deployment with 401 until the catch-up below
+        # (a router restarted under load did, found by tests/faults/test_router_kill.py)
+        self.routes.refresh()
         await self._serve()
-        await self.runner.catch_up(timeout=120)
+        await asyncio.gather(self.runner.catch_up(timeout=120), self.identity.catch_up(timeout=120))
         self.routes.refresh()
         if self.local is not None:
             local = self.local
@@ -161,8 +171,9 @@ class Router:
         self._stopping.set()
         self.consumer.stop()
         self.runner.stop()
+        self.identity.stop()
         for task in self._tasks:
-            if task.get_name() not in ("projection", "deploy-worker"):
+            if task.get_name() not in ("projection", "identity", "deploy-worker"):
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         log.info("router_stopping", step="tasks")
@@ -179,6 +190,7 @@ class Router:
             await self.local.stop()
             log.info("router_stopping", step="triton")
         self.runner.engine.dispose()
+        self.identity.engine.dispose()
 
     # -- health -----------------------------------------------------------------------
     def _local_down(self, inst: Instance) -> None:

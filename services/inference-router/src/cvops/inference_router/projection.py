@@ -1,8 +1,8 @@
-"""The router's projection of the log: model versions, users and token digests, deployments.
+"""The router's projection of the log: model versions and deployments.
 
 Everything the router needs to serve without asking anyone: which artifact a model version
-is (``registry.model_version_added``), who may call (``identity.*``: only token digests are
-kept), and what each deployment serves (``deployment.*``).
+is (``registry.model_version_added``) and what each deployment serves (``deployment.*``).
+Who may call is identity's own stream and projection (``inference_router.identity``).
 """
 
 from __future__ import annotations
@@ -25,18 +25,9 @@ from cvops.contracts.deployment import (
     DeploymentRetired,
     DeploymentRetireRequested,
 )
-from cvops.contracts.identity import (
-    RoleChanged,
-    TokenIssued,
-    TokenRevoked,
-    UserCreated,
-    UserDisabled,
-    UserEnabled,
-)
 from cvops.contracts.registry import DatasetValidated, ModelStageChanged, ModelVersionAdded
 from cvops.core import Settings
 from cvops.core.catalog import Catalog
-from cvops.core.identity import Identity
 from cvops.core.jobs import deployments_table
 from cvops.domain.deployment import (
     ROUTABLE,
@@ -45,17 +36,13 @@ from cvops.domain.deployment import (
     DeploymentState,
     arms,
 )
-from cvops.domain.identity import TokenState, UserState
 
-SUBJECTS = ["cvops.evt.registry.>", "cvops.evt.identity.>", "cvops.evt.deployment.>"]
+SUBJECTS = ["cvops.evt.registry.>", "cvops.evt.deployment.>"]
 
 metadata = MetaData()
 
 # validated model versions (and data sets): cvops.core.catalog's tables
 CATALOG = Catalog(metadata)
-
-# users and token digests (no password hash): aggregate tables folded by cvops.domain
-IDENTITY = Identity(metadata, passwords=False)
 
 # each deployment's state (cvops.domain.deployment); ``status`` is the router's phase
 DEPLOYMENTS = deployments_table(metadata, status=attrgetter("phase"))
@@ -138,22 +125,18 @@ class DeploymentRow:
 
 
 class RouterProjection:
-    """Folds registry, identity and deployment events into the router's tables."""
+    """Folds registry and deployment events into the router's tables."""
 
     name = "inference-router"
     metadata = metadata
     # 2: model versions, users, tokens and deployments as aggregate tables folded by
-    # cvops.domain; 3: deployments serve artifacts (arms)
-    version = 3
+    # cvops.domain; 3: deployments serve artifacts (arms); 4: identity in its own stream
+    version = 4
 
     def apply(self, session: Session, event: Event, seq: int) -> None:
         match event:
             case ModelVersionAdded() | ModelStageChanged() | DatasetValidated():
                 CATALOG.apply(session, event)
-            case UserCreated() | RoleChanged() | UserDisabled() | UserEnabled():
-                IDENTITY.apply(session, event)
-            case TokenIssued() | TokenRevoked():
-                IDENTITY.apply(session, event)
             case (
                 DeploymentRequested()
                 | DeploymentReady()
@@ -229,13 +212,3 @@ def artifact_shas(session: Session, exclude: str = "") -> set[str]:
                 if served.probe is not None:
                     keep.add(served.probe.sha256)
     return keep
-
-
-def user(session: Session, username: str) -> UserState | None:
-    return IDENTITY.user(session, username)
-
-
-def all_tokens(session: Session) -> list[tuple[TokenState, UserState | None]]:
-    """Every token with its user (for the router's in-memory token table)."""
-    users = {u.username: u for u in IDENTITY.users.states(session)}
-    return [(t, users.get(t.username)) for t in IDENTITY.tokens.states(session)]

@@ -18,7 +18,7 @@ from typing import NamedTuple, TypeVar
 
 from cvops.core import ProjectionRunner
 from cvops.domain.identity import TokenState, UserState, token_refusal
-from cvops.inference_router import handlers, projection
+from cvops.inference_router import handlers, identity, projection
 from cvops.inference_router.metrics import RouterMetrics
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 from cvops.inference_router.routing import Instance, Pool
@@ -67,20 +67,22 @@ class IndexEntry(NamedTuple):
 class RouteTable:
     """In-memory view of the projection for the hot path (refreshed on change)."""
 
-    def __init__(self, runner: ProjectionRunner) -> None:
+    def __init__(self, runner: ProjectionRunner, identity: ProjectionRunner) -> None:
         self.runner = runner
+        self.identity = identity  # users and token digests: their own stream and file
         self.deployments: dict[str, DeploymentRow] = {}
         self.all: dict[str, DeploymentRow] = {}
         self.tokens: dict[str, tuple[TokenState, UserState | None]] = {}
         self._versions: dict[tuple[str, int], ModelVersionRow | None] = {}
-        self.applied = -1
+        self.applied = (-1, -1)
 
     def refresh(self) -> bool:
         """Reload from SQLite; True when the deployments changed."""
-        self.applied = self.runner.applied
+        self.applied = (self.runner.applied, self.identity.applied)
         with self.runner.session() as s:
             rows = projection.all_deployments(s)
-            tokens = projection.all_tokens(s)
+        with self.identity.session() as s:
+            tokens = identity.all_tokens(s)
         before = self.all
         self.all = {d.name: d for d in rows}
         self.deployments = {d.name: d for d in rows if d.routable}
@@ -89,7 +91,7 @@ class RouteTable:
         return before != self.all
 
     def stale(self) -> bool:
-        return self.runner.applied != self.applied
+        return (self.runner.applied, self.identity.applied) != self.applied
 
     def version(self, model_name: str, version: int) -> ModelVersionRow | None:
         key = (model_name, version)

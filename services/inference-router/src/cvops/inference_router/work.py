@@ -40,7 +40,8 @@ from cvops.contracts.deployment import (
 )
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, get_logger
 from cvops.domain.deployment import GPU_ENGINES, Arm, arms, spec_fields
-from cvops.inference_router import handlers, projection, serving
+from cvops.domain.identity import UserState
+from cvops.inference_router import handlers, identity, projection, serving
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 from cvops.inference_router.repository import (
     NATIVE_BACKENDS,
@@ -86,6 +87,7 @@ class Deployer:
         *,
         bus: Bus,
         runner: ProjectionRunner,
+        identity: ProjectionRunner,
         pool: Pool,
         repository: Path,
         cache: Path,
@@ -95,6 +97,7 @@ class Deployer:
     ) -> None:
         self.bus = bus
         self.runner = runner
+        self.identity = identity  # who asked: users, in identity's own stream and file
         self.pool = pool
         self.repository = repository
         self.cache = cache
@@ -103,6 +106,16 @@ class Deployer:
         self.on_routes_changed = on_routes_changed
         self.clock = clock
         self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def actor(self, username: str) -> UserState | None:
+        """The user who asked; identity's projection is caught up once when it does not know
+        them yet (their events are in another stream, which it may trail)."""
+        with self.identity.session() as s:
+            found = identity.user(s, username)
+        if found is None and await self.identity.catch_up(timeout=10):
+            with self.identity.session() as s:
+                found = identity.user(s, username)
+        return found
 
     # -- the work consumer's handler ---------------------------------------------------
     async def handle(self, event: Event, msg: Msg) -> None:
@@ -142,7 +155,7 @@ class Deployer:
                 a.version: projection.model_version(s, request.model_name, a.version)
                 for a in wanted
             }
-            actor = projection.user(s, request.actor)
+        actor = await self.actor(request.actor)
         plan = handlers.plan_deployment(request, current, versions, actor, stamp)
         if isinstance(plan, DeploymentFailed):
             await self._publish(plan)
@@ -260,7 +273,7 @@ class Deployer:
     async def _retire(self, request: DeploymentRetireRequested, stamp: Stamp) -> None:
         with self.runner.session() as s:
             current = projection.deployment(s, request.deployment)
-            actor = projection.user(s, request.actor)
+        actor = await self.actor(request.actor)
         verdict = handlers.plan_retirement(request, current, actor, stamp)
         if isinstance(verdict, DeploymentFailed):
             await self._publish(verdict)

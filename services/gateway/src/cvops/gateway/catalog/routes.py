@@ -129,7 +129,7 @@ class ModelsController(Controller):
             request.user,
             request.headers.get("content-type", ""),
             request.stream(),
-            correlation_id(request),
+            lambda form: correlation_id(request, fingerprint=form),
         )
         return Response(result, status_code=UPLOAD_STATUS[result.status])
 
@@ -227,7 +227,7 @@ class DatasetsController(Controller):
             request.user,
             request.headers.get("content-type", ""),
             request.stream(),
-            correlation_id(request),
+            lambda form: correlation_id(request, fingerprint=form),
         )
         return Response(result, status_code=UPLOAD_STATUS[result.status])
 

@@ -6,7 +6,6 @@ registry's verdict awaited).
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from cvops.gateway.catalog import rules
 from cvops.gateway.catalog.rules import MAX_FIELD_CHARS
 from cvops.gateway.core import Gateway
 from cvops.gateway.errors import Invalid, NotFound
+from cvops.gateway.idempotency import Correlate, derived_id, fingerprint, replayed
 from cvops.gateway.uploads import UploadForm, read_form
 
 
@@ -47,6 +47,20 @@ async def _prepend(first: bytes, rest: AsyncGenerator[bytes, None]) -> AsyncIter
             yield chunk
     finally:
         await rest.aclose()
+
+
+def _resolve(
+    correlation_id: str | Correlate, kind: str, form: UploadForm, artifact: ArtifactRef
+) -> str:
+    """The upload's correlation id; a keyed upload's is known once its form is read: what
+    it asks is its fields and its file's bytes (not the multipart framing, whose boundary a
+    client may draw afresh when it retries)."""
+    if isinstance(correlation_id, str):
+        return correlation_id
+    fields = sorted(form.fields.items())
+    return correlation_id(
+        fingerprint(kind, *(f"{k}={v}" for k, v in fields), form.filename, artifact.sha256)
+    )
 
 
 def model_subjects(model_name: str) -> str:
@@ -134,6 +148,9 @@ class CatalogService:
         stamp = self.gateway.stamp(who.username, correlation_id)
 
         def decide() -> list[Event]:
+            # (after the projection reached the model's last event: a retry's first is in it)
+            if replayed(self.gateway, correlation_id):
+                return []
             with self.gateway.session() as s:
                 current = views.get_version(s, name, version)
             return rules.change_stage(current, stage, stamp=stamp)
@@ -155,10 +172,15 @@ class CatalogService:
 
     # -- uploads -------------------------------------------------------------------------------
     async def upload_model(
-        self, who: Principal, content_type: str, body: AsyncIterator[bytes], correlation_id: str
+        self,
+        who: Principal,
+        content_type: str,
+        body: AsyncIterator[bytes],
+        correlation_id: str | Correlate,
     ) -> UploadResult:
         """Read the form (the file spooled to disk), then ``_model_upload``; the spooled file
-        is removed in any case."""
+        is removed in any case. ``correlation_id`` may be a function of the form's fingerprint
+        (an ``Idempotency-Key``'s request: a retry answers the first attempt's upload)."""
         form = await self._read_form(content_type, body)
         try:
             return await self._model_upload(who, form, correlation_id)
@@ -166,7 +188,11 @@ class CatalogService:
             form.discard()
 
     async def upload_dataset(
-        self, who: Principal, content_type: str, body: AsyncIterator[bytes], correlation_id: str
+        self,
+        who: Principal,
+        content_type: str,
+        body: AsyncIterator[bytes],
+        correlation_id: str | Correlate,
     ) -> UploadResult:
         """Read the form (the file spooled to disk), then ``_dataset_upload``; the spooled file
         is removed in any case."""
@@ -177,7 +203,7 @@ class CatalogService:
             form.discard()
 
     async def _model_upload(
-        self, who: Principal, form: UploadForm, correlation_id: str
+        self, who: Principal, form: UploadForm, correlation_id: str | Correlate
     ) -> UploadResult:
         """Check the form, store the bytes, append ``ModelUploadReceived``, await the verdict."""
         fields = form.fields
@@ -190,7 +216,10 @@ class CatalogService:
         # the event again; by then the blob would be stored for nothing)
         check_storable({"num_classes": num_classes, "input_shape": input_shape})
         artifact = await self._store(form)
-        upload_id = uuid.uuid4().hex
+        correlation_id = _resolve(correlation_id, "model", form, artifact)
+        upload_id = derived_id(correlation_id, "upload", 32)
+        if replayed(self.gateway, correlation_id):
+            return self.upload(upload_id)
         stamp = self.gateway.stamp(who.username, correlation_id)
         event = ModelUploadReceived(
             **stamp.envelope(f"model-upload/{upload_id}"),
@@ -205,7 +234,7 @@ class CatalogService:
         return await self._await_verdict("model", name, upload_id, event, correlation_id)
 
     async def _dataset_upload(
-        self, who: Principal, form: UploadForm, correlation_id: str
+        self, who: Principal, form: UploadForm, correlation_id: str | Correlate
     ) -> UploadResult:
         """Check the form, store the bytes, append ``DatasetUploadReceived``, await the verdict."""
         fields = form.fields
@@ -214,7 +243,10 @@ class CatalogService:
         seed = rules.optional_int(fields, "seed", minimum=0) or 0
         check_storable({"seed": seed})  # before the bytes are stored, as for models
         artifact = await self._store(form)
-        upload_id = uuid.uuid4().hex
+        correlation_id = _resolve(correlation_id, "dataset", form, artifact)
+        upload_id = derived_id(correlation_id, "upload", 32)
+        if replayed(self.gateway, correlation_id):
+            return self.upload(upload_id)
         stamp = self.gateway.stamp(who.username, correlation_id)
         event = DatasetUploadReceived(
             **stamp.envelope(f"dataset-upload/{upload_id}"),
@@ -256,6 +288,7 @@ class CatalogService:
             raise Invalid("missing file part 'file'")
         if form.file.size == 0:
             raise Invalid("the uploaded file is empty")
+        self.gateway.check_connected()  # (the blob's chunks would be buffered too)
         filename = form.filename[:200]
         media_type = form.content_type
         if media_type in ("", "application/octet-stream") and filename.endswith(".zip"):

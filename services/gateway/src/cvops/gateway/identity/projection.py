@@ -1,32 +1,66 @@
-"""Identity in the projection: the ``users``, ``passwords`` and ``tokens`` aggregate tables
+"""Identity's own projection: the ``users``, ``passwords`` and ``tokens`` aggregate tables
 (``cvops.core.identity``, folded by ``cvops.domain.identity``) and their reads.
 
-Tokens are kept by their sha256 only; a row changes only through events.
+Identity's events carry password and token hashes, so they live in their own stream
+(``CVOPS_IDENTITY`` on ``cvops.sec.>``), which this projection follows into its own file
+(``<home>/gateway-identity.sqlite``; the entry point ``cvops.projections: gateway-identity``).
+Tokens are kept by their sha256 only; a row changes only through events. ``identity_requests``
+lists the correlation id of every identity event (what an ``Idempotency-Key`` of a user or
+token request is checked against: ``cvops.gateway.idempotency``).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from pathlib import Path
+
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, select
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event
 from cvops.contracts.api import TokenView, UserView
+from cvops.core import IDENTITY_STREAM, Settings
 from cvops.core.identity import Identity
 from cvops.domain.identity import TokenState, UserState
-from cvops.gateway.core import Fold, metadata
+from cvops.gateway.core import Generations
 
+STREAM = IDENTITY_STREAM
+
+metadata = MetaData()
 IDENTITY = Identity(metadata)
 users = IDENTITY.users.table
 tokens = IDENTITY.tokens.table
+identity_requests = Table(
+    "identity_requests",
+    metadata,
+    Column("seq", Integer, primary_key=True),
+    Column("correlation_id", String, nullable=False, index=True),
+)
 
 
-def fold_identity(session: Session, event: Event, seq: int, at: str) -> None:
-    """Users, password hashes and tokens from ``identity.*`` events."""
-    IDENTITY.apply(session, event)
+class IdentityProjection(Generations):
+    """Folds the identity stream into users, password hashes and token digests."""
+
+    name = "gateway-identity"
+    metadata = metadata
+    version = 2  # 2: identity_requests
+
+    def apply(self, session: Session, event: Event, seq: int) -> None:
+        self._touched.add(event.context)
+        session.execute(
+            insert(identity_requests)
+            .values(seq=seq, correlation_id=event.correlation_id)
+            .on_conflict_do_nothing()
+        )
+        IDENTITY.apply(session, event)
 
 
-# Event context -> this context's fold of it.
-FOLDS: dict[str, Fold] = {"identity": fold_identity}
+projection = IdentityProjection()
+
+
+def db_path(settings: Settings) -> Path:
+    """Where the gateway keeps identity's projection."""
+    return settings.home_path / "gateway-identity.sqlite"
 
 
 # -- reads -------------------------------------------------------------------------------------

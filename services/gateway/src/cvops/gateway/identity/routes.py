@@ -21,11 +21,18 @@ from cvops.contracts.api import (
 from cvops.contracts.identity import Permission
 from cvops.gateway.auth import AuthRequest, allow
 from cvops.gateway.core import correlation_id, provide
+from cvops.gateway.idempotency import body_fingerprint
 from cvops.gateway.identity.service import IdentityService, NotAuthenticated
 from cvops.gateway.identity.throttle import TooManyFailures
 from cvops.gateway.openapi import refusal, refusals
 
 own_tokens = allow(Permission.OWN_TOKENS)
+# left out of an Idempotency-Key's fingerprint (``body_fingerprint``)
+SECRETS = ("password",)
+ISSUED = (
+    "A retry with the `Idempotency-Key` of a request that issued a token already: detail "
+    "names the token (its secret is shown once only; revoke it if the first answer was lost)"
+)
 
 
 class AuthController(Controller):
@@ -44,6 +51,7 @@ class AuthController(Controller):
                 "`login_failure_window_s`; header `Retry-After`: seconds until the next try",
                 detail="too many failed sign-ins; retry in 42 s",
             ),
+            409: refusal(409, ISSUED),
         },
     )
     async def login(
@@ -61,9 +69,13 @@ class AuthController(Controller):
         """
         address = request.client.host if request.client else ""
         try:
-            return await service.login(
-                data.username, data.password, correlation_id(request), address=address
+            # a sign-in's Idempotency-Key is the named user's (no one is signed in yet)
+            correlation = correlation_id(
+                request,
+                username=data.username,
+                fingerprint=body_fingerprint("POST", "/auth/login", data, secrets=SECRETS),
             )
+            return await service.login(data.username, data.password, correlation, address=address)
         except NotAuthenticated as err:
             raise NotAuthorizedException(str(err)) from err
         except TooManyFailures as err:
@@ -81,7 +93,7 @@ class AuthController(Controller):
         """The calling user."""
         return service.user(request.user.username)
 
-    @post("/tokens", status_code=201, guards=[own_tokens])
+    @post("/tokens", status_code=201, guards=[own_tokens], responses={409: refusal(409, ISSUED)})
     async def create_token(
         self, request: AuthRequest, data: CreateToken, service: IdentityService
     ) -> TokenCreated:
@@ -116,7 +128,9 @@ class UsersController(Controller):
         self, request: AuthRequest, data: CreateUser, service: IdentityService
     ) -> UserView:
         """Create a user (409 if the name is taken)."""
-        return await service.create_user(request.user, data, correlation_id(request))
+        fingerprint = body_fingerprint("POST", "/users", data, secrets=SECRETS)
+        correlation = correlation_id(request, fingerprint=fingerprint)
+        return await service.create_user(request.user, data, correlation)
 
     @get("/")
     async def list_users(self, service: IdentityService) -> list[UserView]:
@@ -133,4 +147,6 @@ class UsersController(Controller):
         self, request: AuthRequest, username: str, data: UpdateUser, service: IdentityService
     ) -> UserView:
         """Change a user's role or password, or disable/enable them."""
-        return await service.update_user(request.user, username, data, correlation_id(request))
+        fingerprint = body_fingerprint("PATCH", f"/users/{username}", data, secrets=SECRETS)
+        correlation = correlation_id(request, fingerprint=fingerprint)
+        return await service.update_user(request.user, username, data, correlation)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from cvops.contracts import SUBJECT_PREFIX, Event, subject_token
+from cvops.contracts import SECRET_PREFIX, Event, subject_token
 from cvops.contracts.api import (
     CreateUser,
     LoginResponse,
@@ -26,6 +26,7 @@ from cvops.gateway.auth import Passwords, Principal, new_password, new_token
 from cvops.gateway.checks import check_name
 from cvops.gateway.core import Gateway
 from cvops.gateway.errors import Conflict, NotFound
+from cvops.gateway.idempotency import AlreadyIssued, derived_id, replayed
 from cvops.gateway.identity import projection as views
 from cvops.gateway.identity import rules
 from cvops.gateway.identity.rules import TokenState, UserState
@@ -42,7 +43,7 @@ class NotAuthenticated(Exception):
 
 
 def user_subjects(username: str) -> str:
-    return f"{SUBJECT_PREFIX}.identity.{subject_token(username)}.*"
+    return f"{SECRET_PREFIX}.identity.{subject_token(username)}.*"
 
 
 @dataclass
@@ -108,7 +109,7 @@ class IdentityService:
         ok = await self.passwords.verify(known, password)
         if not ok or user is None:
             raise NotAuthenticated("invalid username or password")
-        token_id, secret, digest = new_token()
+        token_id, secret, digest = self._new_token(correlation_id)
         stamp = self.gateway.stamp(username, correlation_id)
         expires_at = stamp.now + timedelta(seconds=self.gateway.settings.session_ttl_s)
 
@@ -129,12 +130,14 @@ class IdentityService:
             )
 
         await self.gateway.write_aggregate(user_subjects(username), decide)
+        self._check_issued(token_id, digest)
         return LoginResponse(
             token=secret, expires_at=expires_at, username=user.username, role=user.role
         )
 
     async def create_token(self, who: Principal, label: str, correlation_id: str) -> TokenCreated:
-        token_id, secret, digest = new_token()
+        """Issue an API token; a keyed request's retry issues none (``AlreadyIssued``)."""
+        token_id, secret, digest = self._new_token(correlation_id)
         stamp = self.gateway.stamp(who.username, correlation_id)
         with self.gateway.session() as s:
             user = views.get_user(s, who.username)
@@ -148,9 +151,31 @@ class IdentityService:
             stamp=stamp,
         )
         await self.gateway.write(events)
+        self._check_issued(token_id, digest)
         return TokenCreated(token_id=token_id, token=secret, label=label)
 
+    def _new_token(self, correlation_id: str) -> tuple[str, str, str]:
+        """A fresh secret under the token id the request's ``Idempotency-Key`` derives (a
+        random one without a key); ``AlreadyIssued`` when the key's request issued it."""
+        _, secret, digest = new_token()
+        token_id = derived_id(correlation_id, "token", 16)
+        if replayed(self.gateway, correlation_id):
+            raise _already_issued(token_id)
+        self._check_issued(token_id, digest)
+        return token_id, secret, digest
+
+    def _check_issued(self, token_id: str, digest: str) -> None:
+        """``AlreadyIssued`` when the token ``token_id`` exists with another secret: a retry
+        whose first attempt issued it (after the write: its event was dropped as a
+        duplicate of the first's)."""
+        with self.gateway.session() as s:
+            token = views.get_token(s, token_id)
+        if token is not None and token.token_sha256 != digest:
+            raise _already_issued(token_id)
+
     async def revoke_token(self, who: Principal, token_id: str, correlation_id: str) -> None:
+        if replayed(self.gateway, correlation_id):
+            return
         with self.gateway.session() as s:
             token = views.get_token(s, token_id)
         events = rules.revoke_token(
@@ -173,6 +198,9 @@ class IdentityService:
         stamp = self.gateway.stamp(who.username, correlation_id)
 
         def decide() -> list[Event]:
+            # (after the projection reached the user's last event: a retry's first is in it)
+            if replayed(self.gateway, correlation_id):
+                return []
             with self.gateway.session() as s:
                 existing = views.get_user(s, body.username)
             return rules.create_user(
@@ -199,6 +227,8 @@ class IdentityService:
         stamp = self.gateway.stamp(who.username, correlation_id)
 
         def decide() -> list[Event]:
+            if replayed(self.gateway, correlation_id):
+                return []
             with self.gateway.session() as s:
                 user = views.get_user(s, username)
                 admins = views.count_active_admins(s)
@@ -227,6 +257,14 @@ class IdentityService:
     def users(self) -> list[UserView]:
         with self.gateway.session() as s:
             return views.list_users(s)
+
+
+def _already_issued(token_id: str) -> AlreadyIssued:
+    return AlreadyIssued(
+        f"token {token_id!r} was issued for this Idempotency-Key already; its secret is shown"
+        f" once only: if the first answer was lost, revoke it (DELETE /auth/tokens/{token_id})"
+        " and ask again with a fresh key"
+    )
 
 
 async def bootstrap_admin(identity: IdentityService) -> Path | None:

@@ -9,6 +9,7 @@ from cvops.gateway.auth import Principal
 from cvops.gateway.catalog import projection as catalog
 from cvops.gateway.core import Gateway, new_job_id
 from cvops.gateway.errors import NotFound
+from cvops.gateway.idempotency import replayed
 from cvops.gateway.training import projection as views
 from cvops.gateway.training import rules
 
@@ -20,8 +21,12 @@ class TrainingService:
     gateway: Gateway
 
     async def create_job(self, who: Principal, body: CreateJob, correlation_id: str) -> JobCreated:
-        """Check the request and the GPU quotas, then append ``training.requested``."""
-        job_id = new_job_id("job")
+        """Check the request and the GPU quotas, then append ``training.requested`` (a
+        keyed request's retry answers the job its first attempt requested)."""
+        job_id = new_job_id("job", correlation_id)
+        created = JobCreated(job_id=job_id, kind="training", correlation_id=correlation_id)
+        if replayed(self.gateway, correlation_id):
+            return created
         with self.gateway.session() as s:
             dataset = catalog.get_dataset(s, body.dataset, body.dataset_version)
             rejection = catalog.dataset_rejection(s, body.dataset) if dataset is None else None
@@ -46,7 +51,7 @@ class TrainingService:
             per_role=settings.gpu_trials_per_role,
         )
         await self.gateway.write(events)
-        return JobCreated(job_id=job_id, kind="training", correlation_id=correlation_id)
+        return created
 
     def jobs(self, status: JobStatus | None) -> list[JobSummary]:
         with self.gateway.session() as s:
@@ -60,6 +65,8 @@ class TrainingService:
         return found
 
     async def cancel_job(self, who: Principal, job_id: str, correlation_id: str) -> JobView:
+        if replayed(self.gateway, correlation_id):
+            return self.job(job_id)
         with self.gateway.session() as s:
             state = views.job_state(s, job_id)
         events = rules.cancel_training(
