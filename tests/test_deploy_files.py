@@ -339,7 +339,6 @@ def _event() -> DatasetRejected:
     return DatasetRejected(**stamp.envelope(name), upload_id=name, dataset_name="d", reason="x")
 
 
-@pytest.mark.slow
 async def _publish_until_acked(bus: Bus, event: DatasetRejected, attempts: int = 10) -> Any:
     """Publish, retrying while the stream has no leader (just created, or its node lost) or
     an ack was lost with its server: a re-publish of the same event is deduplicated."""
@@ -352,6 +351,7 @@ async def _publish_until_acked(bus: Bus, event: DatasetRejected, attempts: int =
     raise AssertionError("unreachable")
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 async def test_the_cluster_example_keeps_three_replicas_and_survives_a_node(
     tmp_path: Path,
 ) -> None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from cvops.core import local
 from cvops.core.settings import load_settings
 
@@ -94,6 +96,7 @@ def test_restart_delay_doubles_up_to_30_s_and_resets_after_a_minute_up() -> None
     assert local.restart_delay(8.0, None) == 1.0  # started by `up`, not by the supervisor
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 def test_a_killed_service_and_nats_come_back_counted_and_stop_holds_one_down(
     tmp_path: Path,
 ) -> None:

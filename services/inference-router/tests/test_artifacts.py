@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,7 +145,18 @@ async def _deploy(bus: Bus, name: str, tag: str, built: Built | None, **fields: 
 
 
 @pytest.mark.parametrize(
-    "arm", ["onnxruntime-cpu/fp16", "onnxruntime-cpu/int8", "openvino-cpu/fp32"]
+    "arm",
+    [
+        pytest.param(
+            "onnxruntime-cpu/fp16",
+            marks=pytest.mark.skipif(
+                not os.environ.get("CVOPS_SLOW_TESTS"),
+                reason="ONNX Runtime's FP16 on CPU serves in ~20 s here; set CVOPS_SLOW_TESTS=1",
+            ),
+        ),
+        "onnxruntime-cpu/int8",
+        "openvino-cpu/fp32",
+    ],
 )
 async def test_each_precision_serves_the_artifact_over_http_and_grpc(
     router: t.RouterProcess, built: dict[str, Built], bus: Bus, tag: str, arm: str

@@ -46,6 +46,7 @@ def deployment(
     return name
 
 
+@pytest.mark.faults  # a kill -9 scenario: ./justw faults (tests/faults/README.md)
 async def test_kill_9_of_tritonserver_under_load_fails_fast_and_recovers(
     router: t.RouterProcess, deployment: str, bus: Bus
 ) -> None:
