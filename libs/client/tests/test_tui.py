@@ -449,10 +449,6 @@ def keys(*pressed: str) -> Callable[[Pilot[None]], Awaitable[None]]:
     return run_before
 
 
-def test_snapshot_models_tab(world: World, snap_compare: Snap) -> None:
-    assert snap_compare(world.app(), terminal_size=SIZE, run_before=keys())
-
-
 def test_snapshot_live_job(world: World, snap_compare: Snap) -> None:
     assert snap_compare(world.app(), terminal_size=SIZE, run_before=keys("3", "enter"))
 
