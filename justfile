@@ -79,10 +79,6 @@ bench-engines-gpu *args:
 bench-sweep-time *args:
     {{python}} bench/sweep_time.py {{args}}
 
-# gateway load benchmark against a running `up` (100 users, mixed reads/login/upload) vs bare Litestar
-bench-gateway *args:
-    {{python}} bench/gateway_load.py {{args}}
-
 # locust load of a running `up` (reads, uploads, jobs, SSE, inference; --users 1000 --duration 10m)
 load *args:
     {{python}} bench/load/run.py {{args}}
