@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 
 from argon2 import PasswordHasher
 from litestar import Litestar
+from litestar.config.response_cache import ResponseCacheConfig
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -41,6 +42,7 @@ from cvops.gateway.identity.routes import AuthController, UsersController
 from cvops.gateway.identity.service import IdentityService, bootstrap_admin
 from cvops.gateway.metrics import GatewayMetrics
 from cvops.gateway.openapi import document_routes, schema_router
+from cvops.gateway.reads import STORE, ReadCache
 from cvops.gateway.reports import ReportsController, ReportService
 from cvops.gateway.training.routes import JobsController
 from cvops.gateway.training.service import TrainingService
@@ -138,6 +140,8 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=[DefineMiddleware(BearerAuthentication, exclude=PUBLIC_PATHS)],
         lifespan=[lifespan],
+        stores={STORE: ReadCache()},
+        response_cache_config=ResponseCacheConfig(store=STORE),
         openapi_config=OpenAPIConfig(
             title="cvops gateway",
             version="0.1.0",

@@ -43,6 +43,7 @@ from cvops.gateway.core import (
 from cvops.gateway.errors import NotFound
 from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
+from cvops.gateway.reads import CACHED
 
 # -- rules -------------------------------------------------------------------------------------
 
@@ -178,7 +179,7 @@ class BenchmarksController(Controller):
         """Benchmark every engine of a model version and recommend one under the SLA."""
         return await service.benchmark(request.user, data, correlation_id(request))
 
-    @get("/{job_id:str}", responses=refusals(404))
+    @get("/{job_id:str}", responses=refusals(404), **CACHED)
     async def show_benchmark(self, job_id: str, service: BenchmarkService) -> BenchmarkView:
         """A benchmark: the measured rows and the recommendation."""
         return service.result(job_id)

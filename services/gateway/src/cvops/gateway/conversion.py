@@ -39,6 +39,7 @@ from cvops.gateway.core import (
 from cvops.gateway.errors import NotFound
 from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
+from cvops.gateway.reads import CACHED
 
 # -- rules -------------------------------------------------------------------------------------
 
@@ -185,7 +186,7 @@ class ConversionsController(Controller):
         """
         return await service.convert(request.user, data, correlation_id(request))
 
-    @get("/{job_id:str}", responses=refusals(404))
+    @get("/{job_id:str}", responses=refusals(404), **CACHED)
     async def show_conversion(self, job_id: str, service: ConversionService) -> ConversionView:
         """A conversion: each target produced (with parity), rejected (why) or unavailable."""
         return service.conversion(job_id)

@@ -158,11 +158,13 @@ def provide(key: str) -> dict[str, Provide]:
 
 class Generations:
     """A projection's cache keys: per event context, the committed batches that had one of
-    its events (``apply`` adds the context to ``_touched``)."""
+    its events (``apply`` adds the context to ``_touched``); ``commits`` moves after every
+    committed batch (``cvops.gateway.reads``)."""
 
     def __init__(self) -> None:
         self._generations: dict[str, int] = {}
         self._touched: set[str] = set()
+        self.commits = 0
 
     def generation(self, event_context: str) -> int:
         """Moves after every committed batch with an event of ``event_context``."""
@@ -172,6 +174,7 @@ class Generations:
         for event_context in self._touched:
             self._generations[event_context] = self.generation(event_context) + 1
         self._touched.clear()
+        self.commits += 1
 
 
 # Every context's tables, in the one SQLite file (``projection.db_path``).

@@ -27,6 +27,7 @@ from cvops.gateway.core import Fold, Gateway, correlation_id, metadata, provide
 from cvops.gateway.errors import NotFound
 from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
+from cvops.gateway.reads import CACHED
 
 # -- rules (cvops.domain.deployment) ------------------------------------------------------------
 
@@ -229,12 +230,12 @@ class DeploymentsController(Controller):
         """
         return await service.deploy(request.user, data, correlation_id(request))
 
-    @get("/")
+    @get("/", **CACHED)
     async def list_deployments(self, service: DeploymentService) -> list[DeploymentView]:
         """Every deployment, retired ones included."""
         return service.deployments()
 
-    @get("/{name:str}", responses=refusals(404))
+    @get("/{name:str}", responses=refusals(404), **CACHED)
     async def show_deployment(self, name: str, service: DeploymentService) -> DeploymentView:
         """One deployment: its spec, status and the version it serves."""
         return service.deployment(name)

@@ -28,6 +28,7 @@ from cvops.gateway.catalog.service import Download
 from cvops.gateway.core import Fold, Gateway, metadata, provide
 from cvops.gateway.errors import NotFound
 from cvops.gateway.openapi import refusals
+from cvops.gateway.reads import CACHED
 
 # The report is self-contained (Vega, Vega-Lite and vega-embed inline, images as data URIs):
 # nothing may load from anywhere. Vega compiles its expressions with Function(), hence
@@ -187,7 +188,7 @@ class ReportsController(Controller):
     guards = [allow(Permission.READ)]
     dependencies = provide("reports")
 
-    @get("/report", responses=refusals(404))
+    @get("/report", responses=refusals(404), **CACHED)
     async def show_report(self, name: str, version: int, service: ReportService) -> ReportView:
         """The newest report of a model version: its sections, what the missing ones wait
         for, its charts, its lineage and the paths of its files.

@@ -25,6 +25,7 @@ from cvops.gateway.auth import AuthRequest, allow
 from cvops.gateway.catalog.service import CatalogService
 from cvops.gateway.core import correlation_id, provide
 from cvops.gateway.openapi import GatewayOperation, refusal, refusals
+from cvops.gateway.reads import CACHED
 
 UPLOAD_STATUS = {"validated": 201, "rejected": 422, "pending": 202}
 
@@ -133,22 +134,22 @@ class ModelsController(Controller):
         )
         return Response(result, status_code=UPLOAD_STATUS[result.status])
 
-    @get("/")
+    @get("/", **CACHED)
     async def list_models(self, service: CatalogService) -> list[ModelView]:
         """Every model with at least one version."""
         return service.models()
 
-    @get("/{name:str}", responses=refusals(404))
+    @get("/{name:str}", responses=refusals(404), **CACHED)
     async def show_model(self, name: str, service: CatalogService) -> ModelView:
         """A model with all its versions."""
         return service.model(name)
 
-    @get("/{name:str}/versions", responses=refusals(404))
+    @get("/{name:str}/versions", responses=refusals(404), **CACHED)
     async def list_versions(self, name: str, service: CatalogService) -> list[ModelVersionView]:
         """The versions of a model, oldest first."""
         return service.versions(name)
 
-    @get("/{name:str}/versions/{version:int}", responses=refusals(404))
+    @get("/{name:str}/versions/{version:int}", responses=refusals(404), **CACHED)
     async def show_version(
         self, name: str, version: int, service: CatalogService
     ) -> ModelVersionView:
@@ -174,7 +175,7 @@ class ModelsController(Controller):
             request.user, name, version, data.stage, correlation_id(request)
         )
 
-    @get("/{name:str}/versions/{version:int}/artifacts", responses=refusals(404))
+    @get("/{name:str}/versions/{version:int}/artifacts", responses=refusals(404), **CACHED)
     async def engine_artifacts(
         self, name: str, version: int, service: CatalogService
     ) -> list[EngineArtifactView]:
@@ -231,12 +232,12 @@ class DatasetsController(Controller):
         )
         return Response(result, status_code=UPLOAD_STATUS[result.status])
 
-    @get("/")
+    @get("/", **CACHED)
     async def list_datasets(self, service: CatalogService) -> list[DatasetView]:
         """The latest validated version of every data set."""
         return service.datasets()
 
-    @get("/{name:str}", responses=refusals(404))
+    @get("/{name:str}", responses=refusals(404), **CACHED)
     async def show_dataset(self, name: str, service: CatalogService) -> DatasetView:
         """A data set's latest version: classes, counts, image sizes, splits."""
         return service.dataset(name)
@@ -248,7 +249,7 @@ class UploadsController(Controller):
     guards = [read]
     dependencies = provide("catalog")
 
-    @get("/{upload_id:str}", responses=refusals(404))
+    @get("/{upload_id:str}", responses=refusals(404), **CACHED)
     async def show_upload(self, upload_id: str, service: CatalogService) -> UploadResult:
         """The state of an upload (pending until the registry's verdict)."""
         return service.upload(upload_id)

@@ -10,6 +10,7 @@ from cvops.gateway.auth import AuthRequest, allow
 from cvops.gateway.core import correlation_id, provide
 from cvops.gateway.openapi import refusals
 from cvops.gateway.training.service import TrainingService
+from cvops.gateway.reads import CACHED
 
 train = allow(Permission.TRAIN)
 
@@ -36,14 +37,14 @@ class JobsController(Controller):
         """
         return await service.create_job(request.user, data, correlation_id(request))
 
-    @get("/", responses=refusals(422))
+    @get("/", responses=refusals(422), **CACHED)
     async def list_jobs(
         self, service: TrainingService, status: JobStatus | None = None
     ) -> list[JobSummary]:
         """Training jobs, newest first (``?status=running`` to filter)."""
         return service.jobs(status)
 
-    @get("/{job_id:str}", responses=refusals(404))
+    @get("/{job_id:str}", responses=refusals(404), **CACHED)
     async def show_job(self, job_id: str, service: TrainingService) -> JobView:
         """A job: status, request, plan, generations, trials with metrics, front, models."""
         return service.job(job_id)

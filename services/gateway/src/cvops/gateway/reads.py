@@ -1,0 +1,75 @@
+"""Cached reads: a GET's encoded response is kept until the projection commits its next batch.
+
+Every read of the API comes from the gateway's projection, which changes only when a batch
+of events commits. A read's cache key therefore carries the projection's commit count
+(``Generations.commits``): the same path and query at the same count is the same response, so
+it is answered from memory (Litestar's response cache) without a session, a query or an
+encode. The next commit changes every key; a writer's read-your-write wait ends after that
+commit, so a client never reads a response older than its own write. Authentication and the
+route's guards run before the cache is consulted, as for any request.
+
+The entries live in :class:`ReadCache`, a small LRU (old keys are never asked for again, so
+the bound is what frees them).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+
+from litestar import Request
+from litestar.stores.base import Store
+
+STORE = "gateway-reads"
+# entries (responses of distinct paths and queries at one commit count, and a few behind it)
+MAX_ENTRIES = 512
+
+
+def read_key(request: Request[Any, Any, Any]) -> str:
+    """The cache key of a GET: the projection's commit count, the path and the raw query."""
+    commits = request.app.state.gateway.runner.projection.commits
+    return f"{commits} {request.url.path}?{request.scope.get('query_string', b'').decode()}"
+
+
+# the arguments of a ``@get`` whose response depends on the projection and the URL only
+CACHED: dict[str, Any] = {"cache": True, "cache_key_builder": read_key}
+
+
+class ReadCache(Store):
+    """A bounded, in-process store for the response cache (one event loop, no lock needed)."""
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+
+    async def set(
+        self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
+    ) -> None:
+        self._entries[key] = value.encode() if isinstance(value, str) else value
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    async def delete(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    async def delete_all(self) -> None:
+        self._entries.clear()
+
+    async def exists(self, key: str) -> bool:
+        return key in self._entries
+
+    async def expires_in(self, key: str) -> int | None:
+        return None  # entries leave by the bound: a key of an older commit is never asked again
+
+    @property
+    def size(self) -> int:
+        """How many responses it holds (no ``__len__``: an empty store must stay truthy)."""
+        return len(self._entries)

@@ -1,0 +1,99 @@
+"""Cached reads (``cvops.gateway.reads``): a repeated GET is answered from memory until the
+projection commits, a write is seen by the next read, and the guards still run."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+
+import httpx
+import pytest
+from sqlalchemy.orm import Session
+
+from cvops.gateway.reads import ReadCache, read_key
+from cvops.testing.gateway import Platform
+
+
+def _cache(platform: Platform) -> ReadCache:
+    store = platform.gateway.app.response_cache_config.get_store_from_app(platform.gateway.app)
+    assert isinstance(store, ReadCache)
+    return store
+
+
+async def test_a_repeated_read_is_answered_from_the_cache_without_the_projection(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = platform.headers("viewer")
+    runner = platform.gateway.service.runner
+    opened: list[str] = []
+    session = runner.session
+
+    def counted() -> AbstractContextManager[Session]:
+        opened.append("session")
+        return session()
+
+    monkeypatch.setattr(runner, "session", counted)
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        first = await client.get("/models", headers=viewer)
+        assert first.status_code == 200
+        sessions = len(opened)
+        again = [await client.get("/models", headers=viewer) for _ in range(5)]
+    assert sessions >= 1  # the first read ran its query
+    assert all(r.status_code == 200 and r.content == first.content for r in again)
+    # the five repeats opened no session on the projection: they came from the cache
+    assert len(opened) == sessions
+
+
+async def test_a_write_is_seen_by_the_next_read(platform: Platform) -> None:
+    path = f"/models/{platform.model}/versions/1"
+    viewer, engineer = platform.headers("viewer"), platform.headers("engineer")
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        for stage in ("staging", "archived", "staging"):
+            before = await client.get(path, headers=viewer)
+            assert before.status_code == 200
+            moved = await client.post(f"{path}/stage", json={"stage": stage}, headers=engineer)
+            assert moved.status_code == 200
+            after = await client.get(path, headers=viewer)
+            assert after.json()["stage"] == stage
+            listed = await client.get(f"/models/{platform.model}/versions", headers=viewer)
+            assert [v["stage"] for v in listed.json() if v["version"] == 1] == [stage]
+
+
+async def test_a_cached_read_still_needs_a_valid_token(platform: Platform) -> None:
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        assert (await client.get("/jobs", headers=platform.headers("viewer"))).status_code == 200
+        anonymous = await client.get("/jobs")
+        forged = await client.get("/jobs", headers={"Authorization": "Bearer cvops_forged"})
+    assert anonymous.status_code == 401 and forged.status_code == 401
+
+
+async def test_queries_are_cached_apart(platform: Platform) -> None:
+    viewer = platform.headers("viewer")
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        every = await client.get("/jobs", headers=viewer)
+        none = await client.get("/jobs", params={"status": "cancelled"}, headers=viewer)
+        bad = await client.get("/jobs", params={"status": "nonsense"}, headers=viewer)
+        bad_again = await client.get("/jobs", params={"status": "nonsense"}, headers=viewer)
+    assert every.status_code == none.status_code == 200
+    assert len(every.json()) >= 1 and none.json() == []
+    assert bad.status_code == bad_again.status_code == 422  # refusals are not cached
+
+
+@pytest.mark.parametrize("entries", [1, 3])
+async def test_the_cache_keeps_only_its_newest_entries(entries: int) -> None:
+    cache = ReadCache(max_entries=entries)
+    for i in range(5):
+        await cache.set(f"k{i}", b"v")
+    await cache.get(f"k{5 - entries}")  # read: the newest again
+    await cache.set("k5", b"v")
+    assert cache.size == entries
+    assert await cache.exists("k5") and not await cache.exists("k0")
+
+
+def test_the_key_names_the_commit_path_and_query(platform: Platform) -> None:
+    class _Request:  # what read_key reads of a request
+        app = platform.gateway.app
+        url = httpx.URL("http://x/jobs")
+        scope = {"query_string": b"status=running"}
+
+    commits = platform.gateway.service.runner.projection.commits
+    assert read_key(_Request()) == f"{commits} /jobs?status=running"  # type: ignore[arg-type]
