@@ -89,6 +89,16 @@ async def test_the_cache_keeps_only_its_newest_entries(entries: int) -> None:
     assert await cache.exists("k5") and not await cache.exists("k0")
 
 
+async def test_the_cache_holds_at_most_its_bytes() -> None:
+    cache = ReadCache(max_bytes=100)
+    for i in range(10):
+        await cache.set(f"k{i}", b"x" * 30)
+    await cache.set("k9", b"x" * 40)  # replaced, not added
+    assert cache.bytes == 100 and cache.size == 3  # k7, k8 and the new k9
+    await cache.set("big", b"x" * 101)  # larger than the whole cache: not kept
+    assert cache.bytes == 0 and cache.size == 0
+
+
 def test_the_key_names_the_commit_path_and_query(platform: Platform) -> None:
     class _Request:  # what read_key reads of a request
         app = platform.gateway.app

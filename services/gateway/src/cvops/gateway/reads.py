@@ -8,8 +8,8 @@ encode. The next commit changes every key; a writer's read-your-write wait ends 
 commit, so a client never reads a response older than its own write. Authentication and the
 route's guards run before the cache is consulted, as for any request.
 
-The entries live in :class:`ReadCache`, a small LRU (old keys are never asked for again, so
-the bound is what frees them).
+The entries live in :class:`ReadCache`, a small LRU bounded in entries and bytes (keys of an
+older commit are never asked for again, so the bound is what frees them).
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ from litestar import Request
 from litestar.stores.base import Store
 
 STORE = "gateway-reads"
-# entries (responses of distinct paths and queries at one commit count, and a few behind it)
+# responses of distinct paths and queries at one commit count, and a few behind it
 MAX_ENTRIES = 512
+MAX_BYTES = 8 * 1024 * 1024  # a job list of 200 jobs is ~60 KB
 
 
 def read_key(request: Request[Any, Any, Any]) -> str:
@@ -39,17 +40,21 @@ CACHED: dict[str, Any] = {"cache": True, "cache_key_builder": read_key}
 class ReadCache(Store):
     """A bounded, in-process store for the response cache (one event loop, no lock needed)."""
 
-    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MAX_ENTRIES, max_bytes: int = MAX_BYTES) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[str, bytes] = OrderedDict()
 
     async def set(
         self, key: str, value: str | bytes, expires_in: int | timedelta | None = None
     ) -> None:
-        self._entries[key] = value.encode() if isinstance(value, str) else value
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        await self.delete(key)
+        data = value.encode() if isinstance(value, str) else value
+        self._entries[key] = data
+        self.bytes += len(data)
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            self.bytes -= len(self._entries.popitem(last=False)[1])
 
     async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
         value = self._entries.get(key)
@@ -58,10 +63,11 @@ class ReadCache(Store):
         return value
 
     async def delete(self, key: str) -> None:
-        self._entries.pop(key, None)
+        self.bytes -= len(self._entries.pop(key, b""))
 
     async def delete_all(self) -> None:
         self._entries.clear()
+        self.bytes = 0
 
     async def exists(self, key: str) -> bool:
         return key in self._entries
