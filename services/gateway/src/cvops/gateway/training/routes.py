@@ -9,8 +9,8 @@ from cvops.contracts.identity import Permission
 from cvops.gateway.auth import AuthRequest, allow
 from cvops.gateway.core import correlation_id, provide
 from cvops.gateway.openapi import refusals
-from cvops.gateway.training.service import TrainingService
 from cvops.gateway.reads import CACHED
+from cvops.gateway.training.service import TrainingService
 
 train = allow(Permission.TRAIN)
 
