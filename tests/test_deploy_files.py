@@ -1,4 +1,6 @@
-"""Deployment files agree with the code: compose, Dockerfiles, Procfile, NATS configs.
+"""Deployment files agree with the code: compose, Dockerfiles (CPU and GPU), Procfile, NATS
+configs. The monitoring files have their own tests (``test_monitoring_files.py``), the
+Kubernetes manifests too (``test_k8s_manifests.py``).
 
 The services are the ones registered in ``cvops.core.services``: a service missing from (or
 left over in) ``docker-compose.yml``, ``deploy/Procfile``, ``deploy/docker/`` or
@@ -121,39 +123,129 @@ def test_every_dockerfile_is_a_registered_service() -> None:
 
 
 def test_compose_has_nats_triton_and_every_service(compose: dict[str, Any]) -> None:
-    assert set(compose["services"]) == {"nats", "tritonserver", *NAMES}
+    monitoring = {"prometheus", "grafana", "nats-exporter"}  # tests/test_monitoring_files.py
+    assert set(compose["services"]) == {"nats", "tritonserver", *NAMES, *monitoring}
 
 
-def _declared_image(compose: dict[str, Any], spec: Service) -> tuple[list[tuple[str, str]], str]:
-    """The Dockerfile's steps and its pip installs, checked for what every image declares:
-    the base, the command, the exposed ports and the lock."""
-    steps = _instructions(_dockerfile(compose, spec.name))
-    assert steps[0] == ("FROM", "python:3.11-slim")
-    (cmd,) = [arg for op, arg in steps if op == "CMD"]
+def _stages(steps: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """A multi-stage Dockerfile's stages, each from its FROM."""
+    stages: list[list[tuple[str, str]]] = []
+    for step in steps:
+        if step[0] == "FROM":
+            stages.append([])
+        stages[-1].append(step)
+    return stages
+
+
+def _healthcheck(runtime: list[tuple[str, str]]) -> str:
+    (check,) = [arg for op, arg in runtime if op == "HEALTHCHECK"]
+    options, _, command = check.partition("CMD ")
+    assert "--interval=" in options and "--timeout=" in options
+    argv = json.loads(command)
+    assert argv[:2] == ["python", "-c"], "the probe uses python's urllib (no curl in the image)"
+    return str(argv[2])
+
+
+def _declared_image(
+    steps: list[tuple[str, str]], spec: Service, runtime_base: str
+) -> tuple[list[tuple[str, str]], str]:
+    """What every image declares: a build stage that installs from the lock into a venv, and
+    a runtime stage with only that venv, an unprivileged user, the service's command, ports
+    and health probe. Returns the build stage's steps and its pip installs."""
+    build, runtime = _stages(steps)
+    assert build[0][0] == "FROM" and build[0][1].endswith(" AS build")
+    assert build[0][1].startswith("python:3.11-slim")
+    assert runtime[0] == ("FROM", runtime_base)
+    (cmd,) = [arg for op, arg in runtime if op == "CMD"]
     assert json.loads(cmd) == ["python", "-m", spec.module]
-    assert _exposed(steps) == set(spec.port_numbers(DEFAULTS))
-    pip_runs = [arg for op, arg in steps if op == "RUN" and "pip install" in arg]
-    copied = {arg.split()[0].rstrip("/") for op, arg in steps if op == "COPY"}
+    assert _exposed(runtime) == set(spec.port_numbers(DEFAULTS))
+    # the runtime stage has no sources and no build tools: only what the build stage made
+    for op, arg in runtime:
+        if op == "COPY":
+            assert arg.startswith("--from=build "), f"{spec.name}: runtime copies {arg!r}"
+        assert not (op == "RUN" and "pip install" in arg), f"{spec.name}: pip in runtime"
+    assert "--from=build /opt/venv /opt/venv" in [arg for op, arg in runtime if op == "COPY"]
+    (user,) = [arg for op, arg in runtime if op == "USER"]
+    assert user not in {"root", "0"}
+    # the probe: the service's health path on its first port, overridable like the port
+    probe = _healthcheck(runtime)
+    field = spec.ports[0]
+    assert f"os.environ.get('CVOPS_{field.upper()}', '{getattr(DEFAULTS, field)}')" in probe
+    assert f"'{spec.health}'" in probe
+    pip_runs = [arg for op, arg in build if op == "RUN" and "pip install" in arg]
+    copied = {arg.split()[0].rstrip("/") for op, arg in build if op == "COPY"}
     assert "requirements.lock" in copied
     for run in pip_runs:  # the versions ./justw installs, not whatever is newest today
         assert "-c requirements.lock" in run, f"{spec.name}: {run!r} ignores the lock"
-    return steps, " ".join(pip_runs)
+    return build, " ".join(pip_runs)
 
 
-@pytest.mark.parametrize("spec", BUILT)
-def test_each_service_image_runs_its_module(compose: dict[str, Any], spec: Service) -> None:
-    steps, installs = _declared_image(compose, spec)
+def _members_installed(spec: Service, build: list[tuple[str, str]], installs: str) -> bool:
+    """Checks the build stage copies and installs every workspace member the service needs;
+    returns whether one of them needs torch."""
     members = _members()
     dist = f"cvops-{spec.name}"
     assert members[dist][0] == Path(spec.source)
     closure = _closure(dist, members)
-    # torch goes in alone first (a cached layer) exactly when a member in the image needs it
     needs_torch = any("torch" in members[m][1] for m in closure)
-    assert ("torch" in installs.split()) == needs_torch
-    copied = {arg.split()[0].rstrip("/") for op, arg in steps if op == "COPY"}
+    copied = {arg.split()[0].rstrip("/") for op, arg in build if op == "COPY"}
     for d in {str(members[m][0]) for m in closure}:
         assert d in copied, f"{spec.name}: Dockerfile does not COPY {d}"
         assert f"./{d}" in installs.split(), f"{spec.name}: Dockerfile does not install {d}"
+    return needs_torch
+
+
+@pytest.mark.parametrize("spec", BUILT)
+def test_each_service_image_runs_its_module(compose: dict[str, Any], spec: Service) -> None:
+    steps = _instructions(_dockerfile(compose, spec.name))
+    build, installs = _declared_image(steps, spec, "python:3.11-slim")
+    needs_torch = _members_installed(spec, build, installs)
+    # torch goes in alone first (a cached layer) exactly when a member in the image needs
+    # it, and from PyTorch's CPU index: the CUDA build is the GPU images' business
+    torch_runs = [
+        arg for op, arg in build if op == "RUN" and "pip install" in arg and "torch" in arg.split()
+    ]
+    assert bool(torch_runs) == needs_torch
+    for run in torch_runs:
+        assert "--index-url https://download.pytorch.org/whl/cpu" in run
+
+
+GPU_IMAGES = ["trainer", "converter", "benchmarker"]
+
+
+def test_gpu_override_names_known_services(
+    compose: dict[str, Any],
+) -> None:
+    """``compose.gpu.yml`` builds trainer, converter and benchmarker from their CUDA
+    Dockerfiles (the only ones in ``deploy/docker/gpu/``) and gives them the GPUs."""
+    files = {p.name.removesuffix(".Dockerfile") for p in (DEPLOY / "docker/gpu").glob("*")}
+    assert files == set(GPU_IMAGES)
+    gpu = _load(DEPLOY / "compose.gpu.yml")
+    assert set(gpu["services"]) == set(GPU_IMAGES)
+    for name in GPU_IMAGES:
+        spec = gpu["services"][name]
+        assert spec["build"] == {
+            "context": ".",
+            "dockerfile": f"deploy/docker/gpu/{name}.Dockerfile",
+        }
+        assert spec["image"] == f"cvops/{name}-gpu"
+        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+@pytest.mark.parametrize("name", GPU_IMAGES)
+def test_each_gpu_image_is_its_cpu_image_on_cuda(name: str) -> None:
+    spec = next(s for s in SERVICES if s.name == name)
+    steps = _instructions((DEPLOY / "docker" / "gpu" / f"{name}.Dockerfile").read_text())
+    runtime_base = next(arg for op, arg in reversed(steps) if op == "FROM")
+    assert re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-[a-z-]+-ubuntu\d\d\.\d\d", runtime_base)
+    build, installs = _declared_image(steps, spec, runtime_base)
+    needs_torch = _members_installed(spec, build, installs)
+    assert needs_torch
+    # PyPI's torch (the CUDA build), not the CPU index; ONNX Runtime's GPU build, pinned
+    assert "download.pytorch.org" not in installs
+    assert re.search(r"onnxruntime-gpu==\d+\.\d+\.\d+", installs)
+    assert "pip uninstall -y onnxruntime" in " ".join(arg for op, arg in build if op == "RUN")
 
 
 def test_no_image_ships_the_test_support() -> None:
@@ -176,8 +268,9 @@ def test_a_planned_services_image_is_declared_but_cannot_be_built_yet(
     build`` fails for it until the service is written. Checked here: only what the files
     declare, and that the service is still missing (once it exists, drop ``planned`` so the
     test above holds its image to the member's real dependencies)."""
-    steps, installs = _declared_image(compose, spec)
-    copied = {arg.split()[0].rstrip("/") for op, arg in steps if op == "COPY"}
+    steps = _instructions(_dockerfile(compose, spec.name))
+    build, installs = _declared_image(steps, spec, "python:3.11-slim")
+    copied = {arg.split()[0].rstrip("/") for op, arg in build if op == "COPY"}
     assert spec.source in copied and f"./{spec.source}" in installs.split()
     assert not (ROOT / spec.source).exists(), f"{spec.source} exists: it is no longer planned"
 
@@ -217,7 +310,7 @@ def test_ports_are_the_settings_defaults(compose: dict[str, Any]) -> None:
 
 def test_nats_runs_jetstream_with_fsync_always(compose: dict[str, Any]) -> None:
     nats = compose["services"]["nats"]
-    assert nats["image"].startswith("nats:2.12")
+    assert nats["image"].startswith("nats:2.12.")
     assert "-js" in nats["command"]
     conf_arg = nats["command"][nats["command"].index("-c") + 1]
     (mount,) = [v for v in nats["volumes"] if v.split(":")[1] == conf_arg]
@@ -275,13 +368,36 @@ def test_triton_shares_its_model_repository_with_the_router(compose: dict[str, A
     assert url == f"http://tritonserver:{DEFAULTS.triton_http_port}"
 
 
-def test_gpu_override_names_known_services(compose: dict[str, Any]) -> None:
-    gpu = _load(DEPLOY / "compose.gpu.yml")
-    assert set(gpu["services"]) <= set(compose["services"])
-    assert "trainer" in gpu["services"] and "tritonserver" in gpu["services"]
-    for spec in gpu["services"].values():
-        (device,) = spec["deploy"]["resources"]["reservations"]["devices"]
-        assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+def test_every_volume_is_declared_and_every_mounted_file_exists(
+    compose: dict[str, Any],
+) -> None:
+    """What ``docker compose config`` would refuse (no compose plugin is installed here): a
+    named volume no one declared, a bind mount of a file the repository does not have."""
+    for name, spec in compose["services"].items():
+        for volume in spec.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), f"{name} mounts {source}, which is missing"
+            else:
+                assert source in compose["volumes"], f"{name}: volume {source} is not declared"
+        for dependency in spec.get("depends_on", {}):
+            assert dependency in compose["services"], f"{name} depends on {dependency}"
+
+
+def test_triton_has_a_gpu(compose: dict[str, Any]) -> None:
+    (device,) = compose["services"]["tritonserver"]["deploy"]["resources"]["reservations"][
+        "devices"
+    ]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_nats_is_healthy_before_the_services_start(compose: dict[str, Any]) -> None:
+    nats = compose["services"]["nats"]
+    probe = " ".join(nats["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{DEFAULTS.nats_monitor_port}/healthz" in probe
+    assert "nats-data:/data" in nats["volumes"]
+    for service in NAMES:
+        assert compose["services"][service]["depends_on"]["nats"]["condition"] == "service_healthy"
 
 
 def test_procfile_runs_nats_and_every_service() -> None:

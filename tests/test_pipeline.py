@@ -27,6 +27,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +38,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.http as triton_http
+from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
 from cvops.client import Client
@@ -577,6 +579,7 @@ def test_upload_train_convert_benchmark_deploy_infer_then_rebuild_every_projecti
         assert deployed.artifact_sha256 and deployed.artifact_sha256 in Path(html).read_text()
 
         seen = _views(client, job.job_id, conversion.job_id, benchmark.job_id)
+        _assert_monitored(client, settings, gateway)
     took_pipeline = time.monotonic() - t0
 
     # -- stop, hash, throw every projection away, rebuild from the log, compare -----------
@@ -631,6 +634,78 @@ def test_upload_train_convert_benchmark_deploy_infer_then_rebuild_every_projecti
 
 def _pick(snapshot: Snapshot, files: list[Path]) -> Snapshot:
     return {str(rel): snapshot[str(rel)] for rel in files}
+
+
+# -- monitoring: every service's /metrics and GET /system --------------------------------------
+
+# the durable work consumers of each service (cvops_consumer_pending_messages)
+WORK_CONSUMERS = {
+    "registry": {"registry-validate"},
+    "trainer": {"trainer-jobs", "trainer-trials"},
+    "converter": {"converter-jobs"},
+    "benchmarker": {"benchmarker-jobs"},
+    "inference-router": {"inference-router-deploy"},
+}
+# the jobs each one ended in the scenario: (kind, outcome) -> how many
+JOBS_ENDED = {
+    "trainer": {("training", "completed"): 1, ("trial", "completed"): 1},
+    "converter": {("conversion", "completed"): 1},
+    "benchmarker": {("benchmark", "completed"): 1},
+    "inference-router": {("deployment", "completed"): 1},
+}
+
+
+def _metrics_url(service: str, settings: Settings, gateway: str) -> str:
+    if service == "gateway":
+        return f"{gateway}/metrics"
+    if service == "inference-router":
+        return f"http://127.0.0.1:{settings.router_metrics_port}/metrics"
+    return f"http://127.0.0.1:{settings.metrics_port(service)}/metrics"
+
+
+def _samples(url: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A scrape parsed as Prometheus parses it: sample name -> (labels, value) of each."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def _assert_monitored(client: Client, settings: Settings, gateway: str) -> None:
+    """Every service says it runs (GET /system, from the presence bucket its NATS user may
+    write) and serves the shared metrics: events handled, pending work, projection lag, the
+    jobs it ended, GPUs (none here: said so)."""
+    system = client.system()
+    running = {s.name: s for s in system.services if s.instances}
+    assert set(running) >= set(SERVICES), system.services
+    for name in SERVICES:
+        (instance,) = running[name].instances
+        assert instance.version == "0.1.0" and instance.projections, instance
+        assert {c.durable for c in instance.consumers} == WORK_CONSUMERS.get(name, set())
+    assert [s.last_seq for s in system.streams if s.name == "CVOPS_EVENTS"] != [0]
+    for name in SERVICES:
+        samples = _samples(_metrics_url(name, settings, gateway))
+        handled = sum(v for _, v in samples.get("cvops_events_handled_total", []))
+        assert handled > 0, (name, sorted(samples))
+        assert samples.get("cvops_projection_lag_events"), name
+        assert all(v >= 0 for _, v in samples["cvops_projection_lag_events"])
+        pending = {labels["consumer"]: v for labels, v in samples.get(
+            "cvops_consumer_pending_messages", [])}  # fmt: skip
+        assert set(pending) >= WORK_CONSUMERS.get(name, set()), (name, pending)
+        assert all(v >= 0 for v in pending.values())
+        ended = {
+            (labels["kind"], labels["outcome"]): v
+            for labels, v in samples.get("cvops_jobs_total", [])
+        }
+        for key, n in JOBS_ENDED.get(name, {}).items():
+            assert ended.get(key) == n, (name, ended)
+        if name == "reporter":  # one report per new result: at least the one read above
+            assert ended.get(("report", "completed"), 0) >= 1, ended
+        assert samples["cvops_gpu_metrics_available"][0][1] in (0, 1)
+        assert samples["cvops_gpus"][0][1] >= 0
 
 
 def _feed(client: Client, correlation_id: str) -> list[str]:

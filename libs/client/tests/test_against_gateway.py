@@ -25,7 +25,7 @@ from click.testing import CliRunner, Result
 pytest.importorskip("cvops.gateway")
 
 from cvops.client.cli import cli
-from cvops.contracts.api import TokenView, UserView
+from cvops.contracts.api import SystemView, TokenView, UserView
 from cvops.core import Settings, dump_rows, load_settings, sqlite_engine
 from cvops.core.natsd import start_nats, stop_process
 from cvops.testing.core import start_service
@@ -181,6 +181,33 @@ def test_api_tokens_round_trip_and_logout_revokes_the_session(
 def test_health_live(cvops: Invoke) -> None:
     result = cvops("health", "--live", "--json")
     assert result.exit_code == 0 and msgspec.json.decode(result.stdout)["status"] == "ok"
+
+
+def test_status_shows_the_gateway_instance_streams_and_hosts(
+    cvops: Invoke, live_gateway: LiveGateway
+) -> None:
+    """``cvops status``: what the gateway process wrote into the presence bucket, as JSON
+    for scripts and as tables for people."""
+    assert cvops("login", "--token", live_gateway.credentials["token"]).exit_code == 0
+    for _ in range(50):  # ready once it has caught up (it says so within a second)
+        result = cvops("status", "--json")
+        assert result.exit_code == 0, result.output
+        system = msgspec.json.decode(result.stdout, type=SystemView)
+        (gateway,) = [s for s in system.services if s.name == "gateway"]
+        if gateway.status == "up":
+            break
+        time.sleep(0.2)
+    (instance,) = gateway.instances
+    assert instance.pid == live_gateway.process.pid and instance.health == "ready"
+    assert {s.name for s in system.streams} == {"CVOPS_EVENTS", "CVOPS_IDENTITY"}
+    assert [h.host for h in system.hosts] == [instance.host]
+    registry = next(s for s in system.services if s.name == "registry")
+    assert registry.status == "down" and registry.instances == []
+
+    table = cvops("status")
+    assert table.exit_code == 0, table.output
+    assert "gateway" in table.stdout and instance.instance in table.stdout
+    assert "no instance reports" in table.stdout and "CVOPS_EVENTS" in table.stdout
 
 
 def test_projections_rebuild_of_the_stopped_gateway_gives_the_same_rows(

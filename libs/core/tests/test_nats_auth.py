@@ -227,3 +227,21 @@ async def test_the_integrator_only_subscribes_to_events(server: Server, gateway_
             await nc.jetstream(timeout=DENIED_S).stream_info(STREAM)
     finally:
         await nc.close()
+
+
+async def test_each_service_writes_only_its_own_presence_and_only_the_gateway_reads_it(
+    server: Server, gateway_bus: Bus
+) -> None:
+    """KV ``cvops-services``: a service's user writes keys under its own name (its instances'
+    status), never another service's; reading every key is the gateway's (``GET /system``)."""
+    registry = await Bus.connect(server.settings("registry"), name="registry")  # type: ignore[arg-type]
+    try:
+        await registry.presence.put("registry.host-1", b'{"health": "ready"}')
+        with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
+            await asyncio.wait_for(registry.presence.put("trainer.host-1", b"{}"), DENIED_S)
+        with pytest.raises((nats.errors.TimeoutError, TimeoutError, nats.js.errors.Error)):
+            await asyncio.wait_for(registry.presence.get("registry.host-1"), DENIED_S)
+    finally:
+        await registry.close()
+    entry = await gateway_bus.presence.get("registry.host-1")
+    assert entry.value == b'{"health": "ready"}'

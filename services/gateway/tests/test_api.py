@@ -180,6 +180,12 @@ ROUTES = [
     ),
     Route("GET", "/deployments", "viewer", lambda p: "/deployments"),
     Route("GET", "/deployments/{name:str}", "viewer", lambda p: f"/deployments/{p.deployment}"),
+    Route(
+        "GET",
+        "/deployments/{name:str}/package",
+        "viewer",
+        lambda p: f"/deployments/{p.deployment}/package",
+    ),
     Route("DELETE", "/deployments/{name:str}", "engineer", lambda p: "", prepare=_fresh_deployment),
     Route(
         "POST",
@@ -231,6 +237,7 @@ ROUTES = [
         "viewer",
         lambda p: f"{_version(p)}/report/charts/latency.png",
     ),
+    Route("GET", "/system", "viewer", lambda p: "/system"),
 ]
 
 

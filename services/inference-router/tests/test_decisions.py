@@ -281,6 +281,17 @@ def test_instances_parse_from_urls() -> None:
     assert (j.http, j.grpc, j.metrics) == ("10.0.0.2:9000", "10.0.0.2:9100", "10.0.0.2:9200")
 
 
+def test_external_tritons_get_the_backend_the_setting_names() -> None:
+    from cvops.core import load_settings
+    from cvops.inference_router.app import external_backend
+
+    assert external_backend(load_settings({})) == "onnxruntime"  # the NGC image's native one
+    env = {"CVOPS_TRITON_BACKEND": "python"}  # tritonservers with only the python backend
+    assert external_backend(load_settings(env)) == "python"
+    with pytest.raises(ValueError, match="CVOPS_TRITON_BACKEND"):
+        external_backend(load_settings({"CVOPS_TRITON_BACKEND": "pytorch"}))
+
+
 def test_grpc_rewrite_sets_the_version_and_keeps_the_tensors() -> None:
     req = service_pb2.ModelInferRequest(model_name="digits", id="req-7")
     req.inputs.add(name="input", datatype="FP32", shape=[1, 2])

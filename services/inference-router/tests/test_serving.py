@@ -7,6 +7,9 @@ import asyncio
 import io
 import json
 import queue
+import re
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,7 +25,8 @@ from tritonclient.utils import InferenceServerException
 
 from cvops.contracts.deployment import DeploymentFailed, DeploymentReady, DeploymentRetired
 from cvops.core import Bus, Settings
-from cvops.inference_router.repository import parse_config
+from cvops.core.model_repository import deployment_entry
+from cvops.inference_router.repository import onnx_io, parse_config
 from cvops.testing import router as t
 from cvops.testing.router import (
     Names,
@@ -92,6 +96,32 @@ def test_http_and_grpc_outputs_equal_in_process_onnxruntime(
         assert result.get_response().model_version == "1"
     finally:
         g.close()
+
+
+def test_the_model_bundles_example_client_gets_a_top_class(
+    deployed: t.RouterProcess, names: Names, onnx_models: dict[str, Path], tmp_path: Path
+) -> None:
+    """``client.py`` of ``cvops package`` (tritonclient.http, a random input of the config's
+    shape and datatype) answers over KServe v2 as the bundle's README says."""
+    package = pytest.importorskip("cvops.gateway.package")
+    entry = deployment_entry(
+        names.public, _Batcher(), ["onnxruntime-cpu"], [1], onnx_io(onnx_models["v1"]), native=True
+    )
+    client = tmp_path / "client.py"
+    client.write_text(package.example_client(names.public, 1, entry))
+    host = deployed.http.removeprefix("http://")
+    done = subprocess.run(
+        [sys.executable, str(client), "--url", host], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        rf"{names.public} version 1: top class \d \(score -?[0-9.]+\)\n", done.stdout
+    )
+
+
+class _Batcher:
+    engine, precision = "onnxruntime-cpu", "fp32"
+    max_batch_size, preferred_batch_sizes, max_queue_delay_us, instance_count = 8, [4, 8], 200, 1
 
 
 def test_grpc_streaming_infer_routes_each_request(

@@ -493,3 +493,101 @@ class ReportView(msgspec.Struct, kw_only=True):
     conversion_jobs: list[str] = []
     benchmark_jobs: list[str] = []
     deployments: list[str] = []
+
+
+# -- system: services, streams, GPUs and their leases (GET /system) --------------------------
+
+
+class ConsumerView(msgspec.Struct, kw_only=True):
+    """A durable work consumer as one instance sees it."""
+
+    durable: str
+    pending: int  # messages not yet delivered to any instance
+    in_flight: int = 0  # delivered, not yet acknowledged
+
+
+class ProjectionLagView(msgspec.Struct, kw_only=True):
+    """One projection of an instance: its position, how far behind, where it is stuck."""
+
+    name: str
+    position: int
+    lag: int | None  # None: could not be measured
+    stuck_at: int = 0  # the event it cannot apply (0: not stuck)
+
+
+class InstanceView(msgspec.Struct, kw_only=True):
+    """One running instance of a service, as it last reported itself."""
+
+    instance: str  # host and pid
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    last_seen: datetime
+    health: str  # "ready", or why not
+    consumers: list[ConsumerView] = []
+    projections: list[ProjectionLagView] = []
+
+
+class ServiceView(msgspec.Struct, kw_only=True):
+    """A service: ``up`` when every instance is ready, ``degraded`` when one is not,
+    ``down`` when none reports."""
+
+    name: str
+    status: Literal["up", "degraded", "down"]
+    instances: list[InstanceView] = []
+
+
+class StreamView(msgspec.Struct, kw_only=True):
+    """A JetStream stream's state."""
+
+    name: str
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    consumers: int
+
+
+class LeaseView(msgspec.Struct, kw_only=True):
+    """A live lease in KV ``cvops-leases`` (``gpu.<host>.<index>``)."""
+
+    resource: str
+    holder: str
+    user: str = ""
+    role: str = ""
+    acquired_at: datetime
+    expires_at: datetime
+
+
+class GpuView(msgspec.Struct, kw_only=True):
+    """One GPU of a host with its numbers as last reported (None: NVML does not say)."""
+
+    index: int
+    name: str
+    uuid: str = ""
+    memory_total_bytes: int
+    memory_used_bytes: int | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+    lease: LeaseView | None = None  # who holds it now
+
+
+class HostView(msgspec.Struct, kw_only=True):
+    """A host that runs cvops instances, and its GPUs."""
+
+    host: str
+    services: list[str] = []
+    gpu_metrics_available: bool = False
+    gpus: list[GpuView] = []
+
+
+class SystemView(msgspec.Struct, kw_only=True):
+    """The whole platform now: services and instances, the event streams, hosts with their
+    GPUs, and every live lease."""
+
+    services: list[ServiceView]
+    streams: list[StreamView]
+    hosts: list[HostView]
+    leases: list[LeaseView] = []

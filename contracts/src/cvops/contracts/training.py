@@ -239,6 +239,8 @@ class TrialStarted(_TrialEvent, tag="trial.started.v1"):
     device: str
     parameters: int
     hyperparameters: dict[str, Any] = {}
+    # the trainer process that took it, ``host:pid`` (several instances may share a host)
+    worker: str = ""
 
 
 class TrialProgressed(_TrialEvent, tag="trial.progressed.v1"):
@@ -257,6 +259,7 @@ class TrialCompleted(_TrialEvent, tag="trial.completed.v1"):
     normalization: dict[str, list[float]]  # mean/std the model's input is standardised with
     host: str = ""
     device: str = ""
+    worker: str = ""  # the trainer process that ran it, ``host:pid``
 
 
 class TrialFailed(_TrialEvent, tag="trial.failed.v1"):

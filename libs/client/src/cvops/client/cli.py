@@ -259,6 +259,14 @@ def health(live: bool, as_json: bool) -> None:
         raise click.exceptions.Exit(EXIT_API_ERROR)
 
 
+@cli.command()
+@json_option
+def status(as_json: bool) -> None:
+    """The platform now: services and their instances (version, health, projection lag,
+    pending work), the event streams, each host's GPUs and who leases them."""
+    _output(_state().client().system(), as_json, views.system_view)
+
+
 @cli.group()
 def users() -> None:
     """Users and roles (admin only)."""
@@ -1067,6 +1075,28 @@ def deployments_retire(name: str, detach: bool, as_json: bool) -> None:
             click.echo(f"deployment {name} is {retiring.status}")
         return
     _await_deployment(client, name, retiring.correlation_id, progress.RETIREMENT_ENDS, as_json)
+
+
+@cli.command()
+@click.argument("name", metavar="DEPLOYMENT")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=True, writable=True),
+    default=".",
+    show_default=True,
+    help="File to write, or a directory to put DEPLOYMENT.tar.gz in.",
+)
+def package(name: str, output: str) -> None:
+    """Download what a deployment serves as a model bundle for the NGC Triton image.
+
+    The .tar.gz holds the Triton model repository, a Dockerfile, a tritonclient example, a
+    README and SHA256SUMS; it is checked against its digest and its sums before this ends.
+    """
+    with _transfer_bar(f"packaging {name}", f"downloaded {name}") as bar:
+        written, files = _state().client().download_package(name, output, progress=bar)
+    click.echo(f"wrote {written} ({len(files)} files match its SHA256SUMS)")
+    click.echo(f"next: tar xzf {written} && docker build -t cvops-{name} {name}/")
 
 
 # -- conversions and benchmarks -------------------------------------------------------------

@@ -15,6 +15,7 @@ import contextlib
 import email.message
 import mimetypes
 import os
+import tarfile
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -25,6 +26,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from cvops.client.bundle import BundleCorrupt, file_sha256, verify_bundle
 from cvops.client.sse import parse_sse
 from cvops.contracts.api import (
     BenchmarkView,
@@ -50,6 +52,7 @@ from cvops.contracts.api import (
     ModelView,
     ReportView,
     StageChange,
+    SystemView,
     TokenCreated,
     TokenView,
     UpdateUser,
@@ -445,6 +448,43 @@ class Client:
 
         return self._download(route, target, progress)
 
+    def download_package(
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        progress: Progress | None = None,
+    ) -> tuple[Path, list[str]]:
+        """Stream a deployment's model bundle (``.tar.gz``) to ``path`` and verify it: its
+        digest against the gateway's ``X-Content-Sha256``, each file against its SHA256SUMS.
+
+        Args:
+            name: the deployment.
+            path: a file, or a directory to put ``NAME.tar.gz`` in.
+            progress: called as ``progress(bytes_received, bytes_total)``.
+
+        Returns:
+            the file written and the files inside it that were checked. A bundle that fails
+            a check is deleted and ``CvopsError`` (code ``corrupt_bundle``) raised.
+        """
+        route = f"/deployments/{_segment(name)}/package"
+        dest = Path(path)
+        expected: list[str] = []
+
+        def target(response: httpx.Response) -> Path:
+            expected.append(response.headers.get("x-content-sha256", ""))
+            if dest.is_dir():
+                return dest / _attachment_name(response, f"{name}.tar.gz")
+            return dest
+
+        written = self._download(route, target, progress)
+        try:
+            if expected[0] and file_sha256(written) != expected[0]:
+                raise BundleCorrupt(f"{written.name} does not have the digest the gateway sent")
+            return written, verify_bundle(written)
+        except (BundleCorrupt, OSError, tarfile.TarError) as err:
+            written.unlink(missing_ok=True)
+            raise CvopsError(0, "corrupt_bundle", str(err)) from err
+
     def _download(
         self,
         route: str,
@@ -713,6 +753,11 @@ class Client:
         if response.is_error:
             raise error_from_response(response)
         return self._decode(response, Health)
+
+    def system(self) -> SystemView:
+        """``/system``: services and their instances (version, health, lag, pending work),
+        the event streams, each host's GPUs and their leases."""
+        return self._call("GET", "/system", SystemView)
 
     # -- uploads ----------------------------------------------------------------------
 

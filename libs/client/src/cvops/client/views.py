@@ -23,6 +23,7 @@ from cvops.contracts.api import (
     ModelView,
     RegisteredModel,
     ReportView,
+    SystemView,
     TokenView,
     TrialView,
     UploadResult,
@@ -759,3 +760,72 @@ def report_view(report: ReportView, files: Iterable[object] = ()) -> RenderableT
     ]
     rows += [("wrote", path) for path in files]
     return Group(fields(rows), Text(""), report_sections_table(report))
+
+
+# -- system -----------------------------------------------------------------------------------
+
+
+def _ago(value: datetime) -> str:
+    seconds = max(0.0, (datetime.now(value.tzinfo) - value).total_seconds())
+    return f"{seconds:.0f}s ago" if seconds < 120 else when(value, seconds=True)
+
+
+def system_view(system: SystemView) -> RenderableType:
+    """``cvops status``: services and their instances, streams, GPUs and leases."""
+    services = _table(
+        "SERVICE", "STATUS", "INSTANCE", "VERSION", "HEALTH", "SEEN", "LAG", "PENDING",
+        title="Services", wrap=("HEALTH",),
+    )  # fmt: skip
+    for svc in system.services:
+        if not svc.instances:
+            _row(services, svc.name, svc.status, "-", "-", "no instance reports", "-", "-", "-")
+        for i in svc.instances:
+            lags = [p.lag for p in i.projections if p.lag is not None]
+            _row(
+                services,
+                svc.name,
+                svc.status,
+                i.instance,
+                i.version,
+                i.health,
+                _ago(i.last_seen),
+                count(max(lags)) if lags else "-",
+                count(sum(c.pending for c in i.consumers)) if i.consumers else "-",
+            )
+    streams = _table("STREAM", "MESSAGES", "SIZE", "LAST SEQ", "CONSUMERS", title="Streams")
+    for st in system.streams:
+        _row(streams, st.name, count(st.messages), size(st.bytes), st.last_seq, st.consumers)
+    gpus = _table(
+        "HOST", "GPU", "NAME", "UTIL", "MEMORY", "TEMP", "POWER", "LEASED BY", title="GPUs"
+    )
+    for host in system.hosts:
+        if not host.gpus:
+            why = "no GPU" if host.gpu_metrics_available else "no NVML (CPU only)"
+            _row(gpus, host.host, "-", why, "-", "-", "-", "-", "-")
+        for g in host.gpus:
+            used = "-" if g.memory_used_bytes is None else size(g.memory_used_bytes)
+            _row(
+                gpus,
+                host.host,
+                g.index,
+                g.name,
+                percent(g.utilization_ratio) if g.utilization_ratio is not None else "-",
+                f"{used} / {size(g.memory_total_bytes)}",
+                "-" if g.temperature_celsius is None else f"{g.temperature_celsius:.0f} C",
+                "-" if g.power_watts is None else f"{g.power_watts:.0f} W",
+                "-" if g.lease is None else f"{g.lease.holder} ({g.lease.user or '-'})",
+            )
+    parts: list[RenderableType] = [services, streams, gpus]
+    if system.leases:
+        leases = _table("RESOURCE", "HOLDER", "USER", "ROLE", "EXPIRES", title="Leases")
+        for le in system.leases:
+            _row(
+                leases,
+                le.resource,
+                le.holder,
+                le.user or "-",
+                le.role or "-",
+                when(le.expires_at, seconds=True),
+            )
+        parts.append(leases)
+    return Group(*parts)

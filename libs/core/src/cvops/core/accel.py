@@ -203,6 +203,71 @@ def list_gpus() -> list[Gpu]:
             pass
 
 
+class GpuReading(msgspec.Struct, frozen=True, kw_only=True):
+    """One GPU's live numbers (None: NVML does not report that one for this GPU)."""
+
+    index: int
+    name: str
+    uuid: str
+    memory_total_bytes: int
+    memory_used_bytes: int | None = None
+    utilization_ratio: float | None = None
+    temperature_celsius: float | None = None
+    power_watts: float | None = None
+
+
+def gpu_readings() -> list[GpuReading] | None:
+    """Every GPU's utilization, memory, temperature and power now; None where NVML is not
+    available (no ``nvidia-ml-py``, no driver), never an exception."""
+    try:
+        import pynvml  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as err:
+        log.debug("nvml_unavailable", error=str(err))
+        return None
+
+    def _or_none(read: Any) -> Any:
+        try:
+            return read()
+        except pynvml.NVMLError:
+            return None
+
+    try:
+        out = []
+        for i in range(pynvml.nvmlDeviceGetCount()):
+            h = pynvml.nvmlDeviceGetHandleByIndex(i)
+            memory = _or_none(lambda h=h: pynvml.nvmlDeviceGetMemoryInfo(h))
+            rates = _or_none(lambda h=h: pynvml.nvmlDeviceGetUtilizationRates(h))
+            temp = _or_none(
+                lambda h=h: pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+            )
+            milliwatts = _or_none(lambda h=h: pynvml.nvmlDeviceGetPowerUsage(h))
+            out.append(
+                GpuReading(
+                    index=i,
+                    name=_text(pynvml.nvmlDeviceGetName(h)),
+                    uuid=_text(_or_none(lambda h=h: pynvml.nvmlDeviceGetUUID(h)) or ""),
+                    memory_total_bytes=int(memory.total) if memory is not None else 0,
+                    memory_used_bytes=int(memory.used) if memory is not None else None,
+                    utilization_ratio=float(rates.gpu) / 100.0 if rates is not None else None,
+                    temperature_celsius=float(temp) if temp is not None else None,
+                    power_watts=float(milliwatts) / 1000.0 if milliwatts is not None else None,
+                )
+            )
+        return out
+    except pynvml.NVMLError as err:
+        log.warning("nvml_query_failed", error=str(err))
+        return None
+    finally:
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass
+
+
 # -- fingerprint --------------------------------------------------------------------
 
 

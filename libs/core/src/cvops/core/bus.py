@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from nats.js.api import (
 )
 
 from cvops.contracts import SECRET_PREFIX, SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
+from cvops.core import metrics
 from cvops.core.logging import get_logger
 from cvops.core.settings import Settings
 from cvops.domain.checks import check_storable
@@ -34,6 +36,9 @@ STREAM = "CVOPS_EVENTS"
 IDENTITY_STREAM = "CVOPS_IDENTITY"
 ARTIFACT_BUCKET = "cvops-artifacts"
 LEASE_BUCKET = "cvops-leases"
+# each service instance's status (``cvops.core.presence``); a key lives this long unrenewed
+PRESENCE_BUCKET = "cvops-services"
+PRESENCE_TTL_S = 30.0
 ALL_EVENTS = f"{SUBJECT_PREFIX}.>"
 ALL_SECRETS = f"{SECRET_PREFIX}.>"
 # stream -> the subjects it holds
@@ -136,6 +141,18 @@ class Bus:
                     history=1,
                 )
             )
+        try:
+            self.presence = await self.js.key_value(PRESENCE_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            self.presence = await self.js.create_key_value(
+                KeyValueConfig(
+                    bucket=PRESENCE_BUCKET,
+                    storage=StorageType.FILE,
+                    replicas=self.settings.stream_replicas,
+                    history=1,
+                    ttl=PRESENCE_TTL_S,
+                )
+            )
 
     async def publish(
         self, event: Event, *, expected_last_subject_seq: int | None = None
@@ -163,6 +180,8 @@ class Bus:
             if err.err_code == 10071:  # wrong last sequence
                 raise ConcurrencyConflict(str(err)) from err
             raise
+        if not ack.duplicate:
+            metrics.job_ended(event)
         return Published(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def last_seq(self, stream: str = STREAM) -> int:
@@ -253,6 +272,14 @@ class WorkConsumer:
 
     async def run(self) -> None:
         """Fetch and handle one message at a time until ``stop()``."""
+        metrics.consumers[self.durable] = self
+        try:
+            await self._run()
+        finally:
+            if metrics.consumers.get(self.durable) is self:
+                del metrics.consumers[self.durable]
+
+    async def _run(self) -> None:
         sub = None
         while not self._stopping.is_set():
             try:
@@ -286,6 +313,7 @@ class WorkConsumer:
         try:
             event = decode(msg.data)
         except Exception as err:
+            metrics.EVENTS_FAILED.labels(self.durable, "undecodable").inc()
             # a poison message (a known type with fields no reader can decode) would raise
             # on every delivery; raised here it ended run() and with it all of this
             # service's work, silently. Say so and never deliver it again.
@@ -310,8 +338,10 @@ class WorkConsumer:
             delivered=meta.num_delivered,
         )
         beat = asyncio.create_task(self._heartbeat(msg))
+        started = time.perf_counter()
         try:
-            await self.handler(event, msg)
+            with metrics.handling(event):
+                await self.handler(event, msg)
         except ShuttingDown:
             bound.info("work_interrupted")
             beat.cancel()
@@ -320,6 +350,8 @@ class WorkConsumer:
             return
         except Exception as err:  # the job is redelivered; the error is logged, not lost
             bound.exception("work_failed", error=str(err))
+            metrics.EVENTS_FAILED.labels(self.durable, event.tag()).inc()
+            metrics.HANDLER_SECONDS.labels(self.durable).observe(time.perf_counter() - started)
             beat.cancel()
             try:
                 await msg.nak(delay=self.nak_delay)
@@ -328,6 +360,8 @@ class WorkConsumer:
             return
         finally:
             beat.cancel()
+        metrics.EVENTS_HANDLED.labels(self.durable, event.tag()).inc()
+        metrics.HANDLER_SECONDS.labels(self.durable).observe(time.perf_counter() - started)
         try:
             await msg.ack_sync(timeout=5)
         except Exception as err:

@@ -18,11 +18,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cvops.core.bus import ARTIFACT_BUCKET, IDENTITY_STREAM, LEASE_BUCKET, STREAM
+from cvops.core.bus import ARTIFACT_BUCKET, IDENTITY_STREAM, LEASE_BUCKET, PRESENCE_BUCKET, STREAM
 
 INTEGRATOR = "integrator"
 OBJECT_STREAM = f"OBJ_{ARTIFACT_BUCKET}"
 KV_STREAM = f"KV_{LEASE_BUCKET}"
+# each instance's status (``cvops.core.presence``): every service writes keys under its own
+# name only; the gateway reads them all (``GET /system``)
+PRESENCE_STREAM = f"KV_{PRESENCE_BUCKET}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class Access:
 
     appends: tuple[str, ...]  # subjects (filters) of the events it publishes
     reads_identity: bool = False  # CVOPS_IDENTITY: password and token hashes
+    reads_presence: bool = False  # every instance's status (the gateway's GET /system)
 
 
 def _contexts(*names: str) -> tuple[str, ...]:
@@ -43,6 +47,7 @@ SERVICES: dict[str, Access] = {
     "gateway": Access(
         _contexts("identity", "registry", "training", "conversion", "benchmark", "deployment"),
         reads_identity=True,
+        reads_presence=True,
     ),
     "registry": Access(_contexts("registry")),
     # a trained model is registered as an upload, like a user's
@@ -77,10 +82,12 @@ def _read(stream: str) -> list[str]:
 def permissions(service: str) -> dict[str, dict[str, list[str]]]:
     """The NATS ``permissions`` of a service's user."""
     access = SERVICES[service]
-    streams = [STREAM, IDENTITY_STREAM, OBJECT_STREAM, KV_STREAM]
+    streams = [STREAM, IDENTITY_STREAM, OBJECT_STREAM, KV_STREAM, PRESENCE_STREAM]
     readable = [STREAM, OBJECT_STREAM, KV_STREAM]
     if access.reads_identity:
         readable.append(IDENTITY_STREAM)
+    if access.reads_presence:
+        readable.append(PRESENCE_STREAM)
     publish = [
         *access.appends,
         "$JS.API.INFO",
@@ -93,6 +100,7 @@ def permissions(service: str) -> dict[str, dict[str, list[str]]]:
         # artifacts and leases: their buckets' own subjects (objects are deleted by purge)
         f"$O.{ARTIFACT_BUCKET}.>",
         f"$KV.{LEASE_BUCKET}.>",
+        f"$KV.{PRESENCE_BUCKET}.{service}.>",
         f"$JS.API.STREAM.PURGE.{OBJECT_STREAM}",
         f"$JS.API.STREAM.PURGE.{KV_STREAM}",
     ]

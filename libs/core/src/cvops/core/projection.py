@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, UnknownEvent, decode
+from cvops.core import metrics
 from cvops.core.bus import STREAM, STREAMS, Bus, ShuttingDown
 from cvops.core.logging import get_logger
 
@@ -349,6 +350,8 @@ class ProjectionRunner:
     def apply_batch(self, items: Sequence[tuple[int, Event | UnknownEvent]]) -> int:
         """Apply events with their stream sequences in one transaction; return the checkpoint."""
         name = self.projection.name
+        started = time.perf_counter()
+        fresh: list[tuple[int, Event]] = []
         with Session(self.engine) as s, s.begin():
             # one look-up of the SQLite connection per batch (see ``dbapi``), withdrawn
             # before the commit so nothing outside this transaction can use it
@@ -357,7 +360,6 @@ class ProjectionRunner:
             try:
                 row = db.execute(_GET_CHECKPOINT, (name,)).fetchone()
                 current = last = int(row[0]) if row is not None else 0
-                fresh: list[tuple[int, Event]] = []
                 skip = self._skip
                 for seq, ev in items:
                     if seq <= last:
@@ -380,6 +382,7 @@ class ProjectionRunner:
                     db.execute(_CLEAR_STUCK, (name, last))  # passed: no longer stuck there
             finally:
                 del s.info[_DBAPI]
+        _count_applied(name, fresh, time.perf_counter() - started)
         committed = getattr(self.projection, "after_commit", None)
         if committed is not None and last != current:
             committed()  # after the commit: a reader never caches uncommitted state as new
@@ -434,6 +437,7 @@ class ProjectionRunner:
         stuck = Stuck(seq=seq, type=event_type, reason=reason)
         again = self.stuck is not None and self.stuck.seq == seq
         self.stuck = stuck
+        metrics.EVENTS_FAILED.labels(name, event_type).inc()
         _STUCK.labels(name).set(1)
         _STUCK_SEQ.labels(name).set(seq)
         emit = log.error if again else log.exception
@@ -508,6 +512,14 @@ class ProjectionRunner:
 
     async def run(self) -> None:
         """Follow the stream until ``stop()``; survives NATS restarts."""
+        metrics.projections[self.projection.name] = self  # its lag is measured while it runs
+        try:
+            await self._follow()
+        finally:
+            if metrics.projections.get(self.projection.name) is self:
+                del metrics.projections[self.projection.name]
+
+    async def _follow(self) -> None:
         assert self.bus is not None
         sub = None
         while not self._stopping.is_set():
@@ -558,6 +570,18 @@ class ProjectionRunner:
         if sub is not None:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
+
+
+def _count_applied(name: str, applied: list[tuple[int, Event]], seconds: float) -> None:
+    """Events handled by type (one counter step per type and batch: replay is a hot path)."""
+    if not applied:
+        return
+    by_class: dict[type[Event], int] = {}
+    for _seq, ev in applied:
+        by_class[type(ev)] = by_class.get(type(ev), 0) + 1
+    for cls, n in by_class.items():
+        metrics.EVENTS_HANDLED.labels(name, cls.tag()).inc(n)
+    metrics.HANDLER_SECONDS.labels(name).observe(seconds)
 
 
 def _type_of(event: Event | UnknownEvent) -> str:

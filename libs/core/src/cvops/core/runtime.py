@@ -1,4 +1,4 @@
-"""Service runtime: logging, metrics endpoint, bus, and a graceful SIGTERM.
+"""Service runtime: logging, metrics endpoint, bus, presence, and a graceful SIGTERM.
 
 On SIGTERM the service stops fetching; a message in flight is finished (or nak'd by the
 consumer on error) before the connection drains, so nothing is lost.
@@ -14,6 +14,7 @@ from prometheus_client import start_http_server
 
 from cvops.core.bus import Bus
 from cvops.core.logging import configure_logging, get_logger
+from cvops.core.presence import Presence
 from cvops.core.settings import Settings, load_settings
 
 Main = Callable[[Bus, Settings, asyncio.Event], Awaitable[None]]
@@ -40,8 +41,12 @@ async def _serve(name: str, main: Main, settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     bus = await Bus.connect(settings, name=name)
     log.info("service_started", nats=settings.effective_nats_url)
+    presence = Presence(bus, name)
+    presence_task = asyncio.create_task(presence.run(), name="presence")
     try:
         await main(bus, settings, stop)
     finally:
+        presence.stop()
+        await presence_task
         await bus.close()
         log.info("service_stopped")

@@ -36,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # at triton_model_repository; empty: the router supervises its own tritonserver
     triton_url: str = ""
     triton_model_repository: str = ""
+    # the backend the router writes models for on external Tritons: empty means the NGC
+    # image's native one per engine (``onnxruntime``...); ``python`` for tritonservers that
+    # have only the python backend (nvidia-pytriton's), as the supervised one always does
+    triton_backend: str = ""
     metrics_host: str = "127.0.0.1"  # 0.0.0.0 in containers so Prometheus can scrape
     # <service>_metrics_port: one per service of cvops.core.services that serves only
     # metrics (libs/core/tests/test_services.py holds the two to each other)

@@ -26,6 +26,7 @@ from litestar.types import (
 )
 
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings, get_logger
+from cvops.core.presence import Presence
 from cvops.gateway import idempotency, projection
 from cvops.gateway.auth import PUBLIC_PATHS, BearerAuthentication, Passwords
 from cvops.gateway.benchmark import BenchmarksController, BenchmarkService
@@ -44,6 +45,7 @@ from cvops.gateway.metrics import GatewayMetrics
 from cvops.gateway.openapi import document_routes, schema_router
 from cvops.gateway.reads import STORE, ReadCache
 from cvops.gateway.reports import ReportsController, ReportService
+from cvops.gateway.system import SystemController, SystemService
 from cvops.gateway.training.routes import JobsController
 from cvops.gateway.training.service import TrainingService
 from cvops.gateway.web import create_web_app, with_web_ui
@@ -66,6 +68,7 @@ CONTROLLERS: list[ControllerRouterHandler] = [
     EventsController,
     UploadsController,
     HealthController,
+    SystemController,
 ]
 
 
@@ -115,6 +118,11 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
         app.state.reports = ReportService(gateway, artifacts)
         app.state.feed = FeedService(gateway)
         app.state.health = HealthService(gateway)
+        app.state.system = SystemService(gateway)
+        presence = Presence(
+            bus, "gateway", health=lambda: None if gateway.caught_up else "catching up"
+        )
+        present = asyncio.create_task(presence.run(), name="presence")
         try:
             caught_up = await asyncio.gather(
                 runner.catch_up(CATCH_UP_TIMEOUT_S), identity_runner.catch_up(CATCH_UP_TIMEOUT_S)
@@ -127,6 +135,8 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
             log.info("gateway_started", position=runner.position)
             yield
         finally:
+            presence.stop()
+            await present
             runner.stop()
             identity_runner.stop()
             await follow

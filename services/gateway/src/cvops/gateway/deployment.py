@@ -11,12 +11,15 @@ from dataclasses import dataclass
 
 import msgspec
 from litestar import Controller, delete, get, post
+from litestar.openapi import ResponseSpec
+from litestar.response import Stream
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, Stamp
 from cvops.contracts.api import CreateDeployment, DeploymentView, ModelVersionView
 from cvops.contracts.deployment import Canary, ServedArtifact
 from cvops.contracts.identity import Permission
+from cvops.core import ArtifactStore
 from cvops.core.jobs import deployments_table
 from cvops.domain import deployment as rules
 from cvops.domain.deployment import DeploymentState, parse_canary
@@ -27,6 +30,7 @@ from cvops.gateway.core import Fold, Gateway, correlation_id, metadata, provide
 from cvops.gateway.errors import NotFound
 from cvops.gateway.idempotency import replayed
 from cvops.gateway.openapi import refusals
+from cvops.gateway.package import Bundle, build_bundle, plan_bundle
 from cvops.gateway.reads import CACHED
 
 # -- rules (cvops.domain.deployment) ------------------------------------------------------------
@@ -195,6 +199,21 @@ class DeploymentService:
             raise NotFound(f"no deployment {name!r}")
         return found
 
+    async def package(self, name: str) -> Bundle:
+        """The model bundle of what ``name`` serves (``cvops.gateway.package``)."""
+        with self.gateway.session() as s:
+            state = DEPLOYMENTS.get(s, name)
+            versions = {}
+            if state is not None:
+                spec = state.serving
+                versions = {
+                    a.version: catalog.get_version(s, spec.model_name, a.version)
+                    for a in rules.arms(spec)
+                }
+        plan = plan_bundle(state, name, versions)
+        spool = self.gateway.settings.home_path / "spool"
+        return await build_bundle(plan, ArtifactStore(self.gateway.bus), spool)
+
     async def retire(self, who: Principal, name: str, correlation_id: str) -> DeploymentView:
         if replayed(self.gateway, correlation_id):
             return self.deployment(name)
@@ -210,6 +229,15 @@ class DeploymentService:
 
 
 deploy = allow(Permission.DEPLOY)
+BUNDLE_BYTES = ResponseSpec(
+    bytes,
+    generate_examples=False,
+    media_type="application/gzip",
+    description=(
+        "The bundle (.tar.gz), streamed; X-Content-Sha256 is its digest. The same deployment "
+        "gives the same bytes"
+    ),
+)
 
 
 class DeploymentsController(Controller):
@@ -239,6 +267,27 @@ class DeploymentsController(Controller):
     async def show_deployment(self, name: str, service: DeploymentService) -> DeploymentView:
         """One deployment: its spec, status and the version it serves."""
         return service.deployment(name)
+
+    @get("/{name:str}/package", responses={200: BUNDLE_BYTES, **refusals(404, 409)})
+    async def package_deployment(self, name: str, service: DeploymentService) -> Stream:
+        """What a deployment serves, as a model bundle for the NGC Triton image.
+
+        Returns:
+            a reproducible ``.tar.gz``: the Triton model repository (each arm's artifact and
+            the ``config.pbtxt`` of the engine's native backend), a Dockerfile, a
+            tritonclient example, a README and ``SHA256SUMS``. 404 for an unknown deployment
+            or an artifact the object store no longer has; 409 when it serves nothing.
+        """
+        bundle = await service.package(name)
+        return Stream(
+            bundle.chunks(),
+            media_type="application/gzip",
+            headers={
+                "Content-Disposition": f'attachment; filename="{bundle.filename}"',
+                "Content-Length": str(bundle.size),
+                "X-Content-Sha256": bundle.sha256,
+            },
+        )
 
     @delete("/{name:str}", status_code=202, guards=[deploy], responses=refusals(404, 409))
     async def retire_deployment(

@@ -12,6 +12,7 @@ from litestar.openapi import ResponseSpec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from cvops.contracts.api import Health
+from cvops.core.metrics import CORE_METRICS
 from cvops.core.projection import PROJECTION_METRICS
 from cvops.gateway.core import Gateway, provide
 
@@ -68,10 +69,15 @@ class HealthService:
         )
 
     async def metrics_text(self) -> bytes:
-        """The Prometheus text format, with the projection's lag measured now."""
+        """The Prometheus text format, with the projection's lag measured now: the gateway's
+        own numbers, its projections' and those every service shares (``cvops.core.metrics``)."""
         if self.gateway.bus.nc.is_connected:
             await self.projection_lag()
-        return generate_latest(self.gateway.metrics.registry) + generate_latest(PROJECTION_METRICS)
+        return (
+            generate_latest(self.gateway.metrics.registry)
+            + generate_latest(PROJECTION_METRICS)
+            + await asyncio.to_thread(generate_latest, CORE_METRICS)  # NVML: off the loop
+        )
 
     async def projection_lag(self) -> int | None:
         gateway = self.gateway

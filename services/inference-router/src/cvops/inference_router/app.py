@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 import grpc
@@ -20,7 +21,7 @@ from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
 from cvops.inference_router.metrics import MetricsExporter, RouterMetrics
 from cvops.inference_router.projection import SUBJECTS, RouterProjection, db_path
 from cvops.inference_router.proxy import Proxy, RouteTable
-from cvops.inference_router.repository import Backend
+from cvops.inference_router.repository import BACKENDS, Backend
 from cvops.inference_router.routing import Instance, Pool, parse_instance
 from cvops.inference_router.triton import LocalTriton
 from cvops.inference_router.work import DEPLOY_SUBJECTS, Deployer
@@ -49,10 +50,10 @@ class Router:
         )
         self.local: LocalTriton | None = None
         urls = [u for u in settings.triton_url.split(",") if u.strip()]
-        if urls:  # Docker/GPU hosts: NGC tritonservers with native backends
+        if urls:  # Docker/GPU hosts: NGC tritonservers (native backends unless told python)
             instances = [parse_instance(u) for u in urls]
             repository = Path(settings.triton_model_repository or self.home / "models")
-            backend: Backend = "onnxruntime"
+            backend = external_backend(settings)
         else:
             repository = self.home / "models"
             self.local = LocalTriton(
@@ -270,6 +271,15 @@ class Router:
                 except Exception as err:  # logged; the next change or restart retries
                     log.warning("reconcile_failed", instance=inst.name, error=str(err))
             self.routes.refresh()
+
+
+def external_backend(settings: Settings) -> Backend:
+    """The backend models are written for on external Tritons (``CVOPS_TRITON_BACKEND``):
+    the NGC image's native ones by default, ``python`` where only that backend exists."""
+    name = settings.triton_backend or "onnxruntime"
+    if name not in BACKENDS:
+        raise ValueError(f"CVOPS_TRITON_BACKEND={name!r}: not one of {', '.join(BACKENDS)}")
+    return cast(Backend, name)
 
 
 async def _live(session: aiohttp.ClientSession, inst: Instance, timeout: float) -> bool:

@@ -31,17 +31,6 @@ from cvops.domain.identity import UserState
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 
 ACTOR = "inference-router"
-PROVIDERS = {
-    "onnxruntime-cpu": ["CPUExecutionProvider"],
-    "onnxruntime-cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
-    "onnxruntime-tensorrt": [
-        "TensorrtExecutionProvider",
-        "CUDAExecutionProvider",
-        "CPUExecutionProvider",
-    ],
-    "openvino-cpu": [],
-    "tensorrt": [],
-}
 BUCKETS = 10_000  # canary weights are in basis points
 
 

@@ -24,6 +24,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from cvops.core.metrics import CORE_METRICS
+from cvops.core.projection import PROJECTION_METRICS
 from cvops.inference_router.routing import Pool
 
 LATENCY_BUCKETS = (
@@ -219,7 +221,8 @@ class MetricsExporter:
         metrics.registry.register(self.stats)
 
     async def render(self, get: Getter) -> bytes:
-        """Own registry, then Triton's statistics and metrics of every up instance."""
+        """Own registry and the numbers every service shares (events, lag, jobs, GPUs), then
+        Triton's statistics and metrics of every up instance."""
         up = [i for i in self.pool.instances if i.up]
         texts = await asyncio.gather(*(_text(get, i.metrics, "/metrics") for i in up))
         stats = await asyncio.gather(*(_text(get, i.http, "/v2/models/stats") for i in up))
@@ -228,7 +231,11 @@ class MetricsExporter:
             with contextlib.suppress(ValueError, TypeError, AttributeError):
                 merged.extend(json.loads(raw).get("model_stats", []))
         self.stats.stats = merged
-        own = generate_latest(self.metrics.registry)
+        own = (
+            generate_latest(self.metrics.registry)
+            + generate_latest(PROJECTION_METRICS)
+            + await asyncio.to_thread(generate_latest, CORE_METRICS)  # NVML: off the loop
+        )
         triton = relabel_triton((i.name, t) for i, t in zip(up, texts, strict=True) if t)
         return own + triton.encode()
 

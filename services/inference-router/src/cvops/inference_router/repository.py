@@ -1,209 +1,66 @@
-"""The one generator of Triton model repositories: ``config.pbtxt`` plus version files.
+"""The router's side of the model repository: artifacts read and laid out for Triton.
 
-A deployment is one Triton model named after it; each served arm (a registry version's
-artifact: its own ONNX file, or an FP16/INT8 ONNX, OpenVINO IR or TensorRT plan the converter
-produced) is one version directory. Locally (the pytriton-shipped ``tritonserver``, whose
-only backend is ``python``) every version is ``model.py`` running the arm's runtime (ONNX
-Runtime, or OpenVINO for IR) beside ``model.onnx`` / ``model.xml`` and a ``serving.json``
-naming its engine; on Docker/GPU hosts the same entry gets the native ``onnxruntime``,
-``openvino`` or ``tensorrt`` backend instead. Only the backend differs; the layout and the
-control path do not.
+The generator itself (``config.pbtxt`` from tensor specs, batcher settings and backend, and
+the version directories) is ``cvops.core.model_repository``, shared with the gateway's model
+bundle. A deployment is one Triton model named after it; each served arm is one version
+directory. Locally (the pytriton-shipped ``tritonserver``, whose only backend is ``python``)
+every version is ``model.py`` running the arm's runtime (ONNX Runtime, or OpenVINO for IR)
+beside ``model.onnx`` / ``model.xml`` and a ``serving.json`` naming its engine; on
+Docker/GPU hosts the same entry gets the native ``onnxruntime``, ``openvino`` or
+``tensorrt`` backend instead. Only the backend differs; the layout and the control path do
+not.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
-import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import onnx
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2 as mc
 
 from cvops.contracts import TensorSpec
+from cvops.core import model_repository as generator
+from cvops.core.model_repository import (
+    BACKENDS,
+    MODEL_FILES,
+    NATIVE_BACKENDS,
+    SERVING_FILE,
+    Backend,
+    ModelEntry,
+    RepositoryError,
+    config_pbtxt,
+    kserve_dtype,
+    model_config,
+    model_file_name,
+    parse_config,
+    prune_versions,
+    triton_dtype,
+    write_config,
+)
 
-Backend = Literal["python", "onnxruntime", "openvino", "tensorrt"]
-BACKENDS: tuple[Backend, ...] = ("python", "onnxruntime", "openvino", "tensorrt")
+__all__ = [
+    "BACKENDS",
+    "MODEL_FILES",
+    "MODEL_TEMPLATE",
+    "NATIVE_BACKENDS",
+    "SERVING_FILE",
+    "Backend",
+    "ModelEntry",
+    "RepositoryError",
+    "artifact_io",
+    "config_pbtxt",
+    "install_version",
+    "kserve_dtype",
+    "model_config",
+    "model_file_name",
+    "onnx_io",
+    "openvino_io",
+    "parse_config",
+    "prune_versions",
+    "triton_dtype",
+    "write_config",
+]
+
 MODEL_TEMPLATE = Path(__file__).with_name("python_model.py")
-SERVING_FILE = "serving.json"  # per version: the engine, precision and providers to run it
-# artifact format -> the file name Triton's backends look for
-MODEL_FILES = {"onnx": "model.onnx", "openvino-ir": "model.xml", "tensorrt-plan": "model.plan"}
-# the native backend of each engine (Docker/NGC hosts)
-NATIVE_BACKENDS: dict[str, Backend] = {
-    "onnxruntime-cpu": "onnxruntime",
-    "onnxruntime-cuda": "onnxruntime",
-    "onnxruntime-tensorrt": "onnxruntime",
-    "openvino-cpu": "openvino",
-    "tensorrt": "tensorrt",
-}
-
-# element type names (ONNX, numpy, KServe, Triton) -> the KServe datatype
-_DTYPE_ALIASES: dict[str, str] = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "half": "FP16",
-    "float": "FP32",
-    "float32": "FP32",
-    "double": "FP64",
-    "float64": "FP64",
-    "bfloat16": "BF16",
-    "string": "BYTES",
-    "bytes": "BYTES",
-}
-_KSERVE = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"}
-_KSERVE |= {"FP16", "FP32", "FP64", "BF16", "BYTES"}
-
-
-class RepositoryError(ValueError):
-    """A deployment that cannot be written as a Triton model (bad artifact or spec)."""
-
-
-def kserve_dtype(name: str) -> str:
-    """Normalise an element type name (``float32``, ``FLOAT``, ``TYPE_FP32``) to ``FP32``."""
-    raw = name.strip()
-    upper = raw.upper().removeprefix("TYPE_")
-    if upper == "STRING":
-        return "BYTES"
-    if upper in _KSERVE:
-        return upper
-    alias = _DTYPE_ALIASES.get(raw.lower())
-    if alias is None:
-        raise RepositoryError(f"unsupported tensor element type {name!r}")
-    return alias
-
-
-def triton_dtype(name: str) -> int:
-    """The ``ModelConfig`` DataType enum value of an element type name."""
-    k = kserve_dtype(name)
-    return mc.DataType.Value("TYPE_STRING" if k == "BYTES" else f"TYPE_{k}")
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """Everything the generator needs for one deployment's model directory."""
-
-    name: str
-    backend: Backend
-    versions: list[int]
-    inputs: list[TensorSpec]  # full shapes, batch dimension included, -1 = dynamic
-    outputs: list[TensorSpec]
-    max_batch_size: int = 8
-    preferred_batch_sizes: list[int] = field(default_factory=list)
-    max_queue_delay_us: int = 500
-    instance_count: int = 1
-    gpu: bool = False
-    execution_providers: list[str] = field(default_factory=lambda: ["CPUExecutionProvider"])
-    intra_op_threads: int = 0
-    precision: str = "fp32"
-
-    @property
-    def batching(self) -> bool:
-        return self.max_batch_size > 0 and all(
-            t.shape and t.shape[0] == -1 for t in (*self.inputs, *self.outputs)
-        )
-
-
-def model_config(entry: ModelEntry) -> mc.ModelConfig:
-    """Triton's ``ModelConfig`` for an entry (the generator's single source)."""
-    if entry.backend not in BACKENDS:
-        raise RepositoryError(f"unknown Triton backend {entry.backend!r}")
-    if not entry.versions:
-        raise RepositoryError("a model needs at least one version")
-    batching = entry.batching
-    config = mc.ModelConfig(
-        name=entry.name,
-        backend=entry.backend,
-        max_batch_size=entry.max_batch_size if batching else 0,
-        version_policy=mc.ModelVersionPolicy(
-            specific=mc.ModelVersionPolicy.Specific(versions=sorted(set(entry.versions)))
-        ),
-    )
-    skip = 1 if batching else 0
-    for t in entry.inputs:
-        config.input.append(
-            mc.ModelInput(name=t.name, data_type=triton_dtype(t.dtype), dims=_dims(t, skip))
-        )
-    for t in entry.outputs:
-        config.output.append(
-            mc.ModelOutput(name=t.name, data_type=triton_dtype(t.dtype), dims=_dims(t, skip))
-        )
-    if batching:
-        preferred = sorted(
-            {b for b in entry.preferred_batch_sizes if 0 < b <= entry.max_batch_size}
-        )
-        config.dynamic_batching.CopyFrom(
-            mc.ModelDynamicBatching(
-                preferred_batch_size=preferred,
-                max_queue_delay_microseconds=max(0, entry.max_queue_delay_us),
-            )
-        )
-    kind = mc.ModelInstanceGroup.KIND_GPU if entry.gpu else mc.ModelInstanceGroup.KIND_CPU
-    if entry.backend == "python":
-        kind = mc.ModelInstanceGroup.KIND_CPU  # the stub places its own session on a GPU
-        _param(config, "ONNX_FILE", "model.onnx")
-        _param(config, "EXECUTION_PROVIDERS", ",".join(entry.execution_providers))
-        _param(config, "INTRA_OP_THREADS", str(entry.intra_op_threads))
-    elif entry.backend == "onnxruntime":
-        config.default_model_filename = "model.onnx"
-        if "TensorrtExecutionProvider" in entry.execution_providers and entry.gpu:
-            accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
-            accel.name = "tensorrt"
-            accel.parameters["precision_mode"] = "INT8" if entry.precision == "int8" else "FP16"
-    elif entry.backend == "openvino":
-        config.default_model_filename = "model.xml"
-        kind = mc.ModelInstanceGroup.KIND_CPU
-    else:
-        config.default_model_filename = "model.plan"
-        config.platform = "tensorrt_plan"
-    config.instance_group.append(
-        mc.ModelInstanceGroup(kind=kind, count=max(1, entry.instance_count))
-    )
-    return config
-
-
-def config_pbtxt(entry: ModelEntry) -> str:
-    """``config.pbtxt`` text for an entry."""
-    return text_format.MessageToString(model_config(entry))
-
-
-def parse_config(text: str) -> mc.ModelConfig:
-    """Parse ``config.pbtxt`` text as Triton does (an unknown field raises)."""
-    config = mc.ModelConfig()
-    text_format.Parse(text, config)
-    return config
-
-
-def _dims(t: TensorSpec, skip: int) -> list[int]:
-    dims = [int(d) if int(d) >= 0 else -1 for d in t.shape[skip:]]
-    return dims or [1]
-
-
-def _param(config: mc.ModelConfig, key: str, value: str) -> None:
-    config.parameters[key].string_value = value
-
-
-# -- model files -----------------------------------------------------------------------
-
-
-def model_file_name(fmt: str) -> str:
-    """The file name a version directory holds an artifact of format ``fmt`` under."""
-    name = MODEL_FILES.get(fmt)
-    if name is None:
-        raise RepositoryError(f"Triton cannot serve artifacts of format {fmt!r}")
-    return name
 
 
 def openvino_io(path: Path) -> tuple[list[TensorSpec], list[TensorSpec]]:
@@ -261,79 +118,7 @@ def install_version(
     companions: list[tuple[Path, str]] | None = None,
     serving: dict[str, object] | None = None,
 ) -> Path:
-    """Put an artifact into a version directory atomically; return the model file.
-
-    A plain file becomes ``model.onnx`` (``model.xml``, ``model.plan``) with its
-    ``companions`` (blob, file name) beside it under their names (OpenVINO's weights as
-    ``model.bin``, where the IR looks for them); a zip (an ONNX model with its
-    external-data sidecars) is unpacked as is and its one model file renamed. ``serving``
-    is written as the version's ``serving.json`` (the python backend reads it).
-    """
-    target_name = model_file_name(fmt)
-    version_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{version_dir.name}-", dir=version_dir.parent))
-    try:
-        if zipfile.is_zipfile(blob):
-            _unzip(blob, tmp)
-            suffix = Path(target_name).suffix
-            found = [p for p in tmp.rglob(f"*{suffix}") if p.is_file()]
-            if len(found) != 1:
-                raise RepositoryError(f"the archive holds {len(found)} {suffix} files, not one")
-            if found[0].parent != tmp:
-                raise RepositoryError(f"the {suffix} file must sit at the archive's top level")
-            found[0].rename(tmp / target_name)
-        else:
-            _link_or_copy(blob, tmp / target_name)
-        for path, filename in companions or []:
-            name = Path(filename).name
-            if fmt == "openvino-ir" and name.endswith(".bin"):
-                name = "model.bin"
-            if not name or name in (target_name, "model.py", SERVING_FILE):
-                raise RepositoryError(f"unsafe companion file name {filename!r}")
-            _link_or_copy(path, tmp / name)
-        if serving is not None:
-            (tmp / SERVING_FILE).write_text(json.dumps(serving, sort_keys=True))
-        if backend == "python":
-            shutil.copyfile(MODEL_TEMPLATE, tmp / "model.py")
-        if version_dir.exists():
-            shutil.rmtree(version_dir)
-        os.replace(tmp, version_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return version_dir / target_name
-
-
-def write_config(model_dir: Path, entry: ModelEntry) -> Path:
-    """Write ``config.pbtxt`` atomically (Triton may read it at any moment)."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    path = model_dir / "config.pbtxt"
-    tmp = model_dir / ".config.pbtxt.tmp"
-    tmp.write_text(config_pbtxt(entry))
-    os.replace(tmp, path)
-    return path
-
-
-def prune_versions(model_dir: Path, keep: set[int]) -> None:
-    """Delete version directories that are no longer served."""
-    if not model_dir.exists():
-        return
-    for child in model_dir.iterdir():
-        if child.is_dir() and child.name.isdigit() and int(child.name) not in keep:
-            shutil.rmtree(child, ignore_errors=True)
-
-
-def _unzip(blob: Path, into: Path) -> None:
-    with zipfile.ZipFile(blob) as archive:
-        for info in archive.infolist():
-            name = Path(info.filename)
-            if name.is_absolute() or ".." in name.parts:
-                raise RepositoryError(f"unsafe path in archive: {info.filename}")
-        archive.extractall(into)
-
-
-def _link_or_copy(src: Path, dst: Path) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
+    """Lay out an artifact as a version directory (``cvops.core.model_repository``), with
+    the python backend's ``model.py`` when ``backend`` is python; return the model file."""
+    extra = {"model.py": MODEL_TEMPLATE} if backend == "python" else None
+    return generator.install_version(blob, version_dir, fmt, companions, serving, extra)

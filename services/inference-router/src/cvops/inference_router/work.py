@@ -39,12 +39,12 @@ from cvops.contracts.deployment import (
     ServingCheck,
 )
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, get_logger
-from cvops.domain.deployment import GPU_ENGINES, Arm, arms, spec_fields
+from cvops.core.model_repository import PROVIDERS, deployment_entry
+from cvops.domain.deployment import Arm, arms, spec_fields
 from cvops.domain.identity import UserState
 from cvops.inference_router import handlers, identity, projection, serving
 from cvops.inference_router.projection import DeploymentRow, ModelVersionRow
 from cvops.inference_router.repository import (
-    NATIVE_BACKENDS,
     Backend,
     ModelEntry,
     RepositoryError,
@@ -387,7 +387,7 @@ class Deployer:
             "engine": arm.engine,
             "precision": arm.precision,
             "format": fmt,
-            "providers": handlers.PROVIDERS.get(arm.engine, ["CPUExecutionProvider"]),
+            "providers": PROVIDERS.get(arm.engine, ["CPUExecutionProvider"]),
             "artifact": sha,
         }
         install_version(blob, version_dir, self.backend, fmt, companions, settings)
@@ -422,30 +422,8 @@ class Deployer:
     ) -> ModelEntry:
         name = spec.deployment if isinstance(spec, DeploymentRequested) else spec.name
         all_arms = arms(spec) if isinstance(spec, DeploymentRequested) else list(spec.arms)
-        backend: Backend = self.backend
-        if backend != "python":  # Docker/NGC: the engine's native backend, one per model
-            natives = {NATIVE_BACKENDS[a.engine] for a in all_arms}
-            if len(natives) > 1:
-                raise RepositoryError(
-                    "arms of different engines need the python backend: "
-                    "one native Triton model runs one backend"
-                )
-            backend = natives.pop()
-        providers = handlers.PROVIDERS.get(spec.engine, ["CPUExecutionProvider"])
-        return ModelEntry(
-            name=name,
-            backend=backend,
-            versions=list(versions),
-            inputs=io[0],
-            outputs=io[1],
-            max_batch_size=spec.max_batch_size,
-            preferred_batch_sizes=list(spec.preferred_batch_sizes),
-            max_queue_delay_us=spec.max_queue_delay_us,
-            instance_count=spec.instance_count,
-            gpu=spec.engine in GPU_ENGINES,
-            execution_providers=providers or ["CPUExecutionProvider"],
-            precision=spec.precision,
-        )
+        engines = [a.engine for a in all_arms]
+        return deployment_entry(name, spec, engines, versions, io, native=self.backend != "python")
 
     async def _load(
         self, inst: Instance, name: str, versions: tuple[int, ...], *, routed: bool = True

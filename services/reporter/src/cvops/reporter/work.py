@@ -30,6 +30,7 @@ from cvops.contracts import ArtifactRef, Stamp
 from cvops.contracts.reporting import ReportGenerated
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings
 from cvops.core.logging import get_logger
+from cvops.core.metrics import record_job
 from cvops.core.projection import checkpoint_table
 from cvops.domain.catalog import DatasetVersionState
 from cvops.reporter import projection as p
@@ -225,9 +226,11 @@ class Reporter:
                 due = await asyncio.to_thread(self._due) or due
             seen = self.runner.position
             item = due[0]
+            started = time.perf_counter()
             try:
                 await self.regenerate(item)
             except Exception:
+                record_job("report", "failed", time.perf_counter() - started)
                 self._failed[(item.model_name, item.version)] = item.due_seq
                 log.exception("report_failed", model=item.model_name, version=item.version)
 
@@ -255,6 +258,7 @@ class Reporter:
         self._published[(due.model_name, due.version)] = report.last_seq
         elapsed = time.perf_counter() - started
         SECONDS.observe(elapsed)
+        record_job("report", "completed", elapsed)
         GENERATED.inc()
         log.info(
             "report_generated",

@@ -104,6 +104,7 @@ class Trainer:
         self.runner = runner
         self.store = ArtifactStore(bus)
         self.host = socket.gethostname()
+        self.worker = f"{self.host}:{os.getpid()}"  # this instance, in its trial events
         self.cache_dir = settings.home_path / "cache"
         self.work_dir = settings.home_path / "trials"
         self.stopping = asyncio.Event()
@@ -371,6 +372,7 @@ class Trainer:
                 device=device,
                 parameters=parameters,
                 hyperparameters=hyper,
+                worker=self.worker,
             )
         )
         trial.info("trial_started", device=device, parameters=parameters)
@@ -467,6 +469,7 @@ class Trainer:
                 normalization=outcome.normalization,
                 host=self.host,
                 device=device,
+                worker=self.worker,
             )
         )
         trial.info("trial_completed", accuracy=measured.accuracy, latency_ms=measured.latency_ms)
