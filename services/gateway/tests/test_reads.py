@@ -4,6 +4,7 @@ projection commits, a write is seen by the next read, and the guards still run."
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from typing import Any
 
 import httpx
 import pytest
@@ -103,7 +104,34 @@ def test_the_key_names_the_commit_path_and_query(platform: Platform) -> None:
     class _Request:  # what read_key reads of a request
         app = platform.gateway.app
         url = httpx.URL("http://x/jobs")
-        scope = {"query_string": b"status=running"}
+        scope: dict[str, Any] = {"query_string": b"status=running", "state": {}}
 
-    commits = platform.gateway.service.runner.projection.commits
-    assert read_key(_Request()) == f"{commits} /jobs?status=running"  # type: ignore[arg-type]
+    projection = platform.gateway.service.runner.projection
+    commits = projection.commits
+    request = _Request()
+    assert read_key(request) == f"{commits} /jobs?status=running"  # type: ignore[arg-type]
+    projection.commits += 1  # a batch commits while the handler runs
+    assert read_key(request) == f"{commits} /jobs?status=running"  # type: ignore[arg-type]
+
+
+async def test_a_response_is_filed_under_the_commit_it_was_read_at(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that commits while a read runs makes that read's response old news: the next
+    read must not be answered with it."""
+    runner = platform.gateway.service.runner
+    session = runner.session
+    opened: list[str] = []
+
+    def committing_meanwhile() -> AbstractContextManager[Session]:
+        opened.append("session")
+        runner.projection.commits += 1
+        return session()
+
+    monkeypatch.setattr(runner, "session", committing_meanwhile)
+    viewer = platform.headers("viewer")
+    async with httpx.AsyncClient(base_url=platform.url) as client:
+        first = await client.get("/deployments", headers=viewer)
+        second = await client.get("/deployments", headers=viewer)
+    assert first.status_code == second.status_code == 200
+    assert len(opened) == 2  # the second read ran its query again

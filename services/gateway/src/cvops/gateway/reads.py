@@ -25,12 +25,25 @@ STORE = "gateway-reads"
 # responses of distinct paths and queries at one commit count, and a few behind it
 MAX_ENTRIES = 512
 MAX_BYTES = 8 * 1024 * 1024  # a job list of 200 jobs is ~60 KB
+_KEY = "cvops.read_key"  # the request's key, in its scope's state
 
 
 def read_key(request: Request[Any, Any, Any]) -> str:
-    """The cache key of a GET: the projection's commit count, the path and the raw query."""
-    commits = request.app.state.gateway.runner.projection.commits
-    return f"{commits} {request.url.path}?{request.scope.get('query_string', b'').decode()}"
+    """The cache key of a GET: the projection's commit count when the request came in, the
+    path and the raw query.
+
+    Litestar asks for the key twice: before the handler (to look the response up) and again
+    once the response is sent (to store it). The second time must give the first key: a
+    batch committed while the handler ran would otherwise file a response read before that
+    commit under the newer count, and later readers would get it as current.
+    """
+    state = request.scope["state"]
+    key = state.get(_KEY)
+    if key is None:
+        commits = request.app.state.gateway.runner.projection.commits
+        query = request.scope.get("query_string", b"").decode()
+        key = state[_KEY] = f"{commits} {request.url.path}?{query}"
+    return str(key)
 
 
 # the arguments of a ``@get`` whose response depends on the projection and the URL only
