@@ -16,12 +16,13 @@ from litestar import Controller, get
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
-from sqlalchemy import Column, Integer, String, Table, Text, select
+from sqlalchemy import Column, Integer, String, Table, Text
 from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.orm import Session
 
 from cvops.contracts import Event, encode
 from cvops.contracts.identity import Permission
+from cvops.core.projection import dbapi
 from cvops.domain.checks import INT64_MAX
 from cvops.gateway.auth import allow
 from cvops.gateway.core import Gateway, metadata, provide
@@ -61,20 +62,19 @@ class CorrelatedEvent(msgspec.Struct, frozen=True, kw_only=True):
     body: str
 
 
+# one prepared statement on the raw connection: a watcher asks after every committed batch
+_EVENTS_AFTER = (
+    "SELECT seq, type, body FROM correlated_events"
+    " WHERE correlation_id = ? AND seq > ? ORDER BY seq LIMIT ?"
+)
+
+
 def events_after(
     s: Session, correlation_id: str, after_seq: int, limit: int = 500
 ) -> list[CorrelatedEvent]:
     """Events of one correlation id with a stream sequence above ``after_seq``, oldest first."""
-    rows = s.execute(
-        select(correlated_events)
-        .where(
-            correlated_events.c.correlation_id == correlation_id,
-            correlated_events.c.seq > after_seq,
-        )
-        .order_by(correlated_events.c.seq)
-        .limit(limit)
-    ).all()
-    return [CorrelatedEvent(seq=r.seq, type=r.type, body=r.body) for r in rows]
+    rows = dbapi(s).execute(_EVENTS_AFTER, (correlation_id, after_seq, limit)).fetchall()
+    return [CorrelatedEvent(seq=seq, type=type_, body=body) for seq, type_, body in rows]
 
 
 # -- use case ----------------------------------------------------------------------------------

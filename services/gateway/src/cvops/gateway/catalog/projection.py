@@ -174,11 +174,10 @@ def list_datasets(s: Session) -> list[DatasetView]:
 
 
 def get_dataset(s: Session, name: str, version: int | None = None) -> DatasetView | None:
-    if version is not None:
-        found = CATALOG.dataset_versions.get(s, name, version)
-    else:
-        versions = CATALOG.dataset_versions.states(s, dataset_name=name)
-        found = versions[-1] if versions else None
+    if version is None:  # the latest validated one (one row, however many versions it has)
+        dataset = CATALOG.datasets.get(s, name)
+        version = dataset.latest_version if dataset is not None else None
+    found = CATALOG.dataset_versions.get(s, name, version) if version is not None else None
     return _dataset_view(s, found) if found else None
 
 
