@@ -2,12 +2,13 @@
 
 Runs ``bench/load/locustfile.py`` with ``--csv`` for ``--duration``, samples the resident
 memory of every process named by ``$CVOPS_HOME/run/*.pid`` before the run, once every user is
-spawned, ``--warmup`` later (default 60 s: caches such as the reporter's chart renderer fill in
-the first minute) and at the end, then measures saturation throughput: closed-loop users
-without think time on the gateway's reads and on a bare Litestar endpoint (uvicorn, a
-subprocess started here), one after the other with the same client. Prints per class of
-request rate, p50/p95/p99 and failures, each process's memory growth and the ratio of reads
-to the bare endpoint.
+spawned, every 10 s from ``--warmup`` later (default 60 s: caches such as the reporter's chart
+renderer fill in the first minute) and at the end, then measures saturation throughput:
+closed-loop users without think time on the gateway's reads and on a bare Litestar endpoint
+(uvicorn, a subprocess started here), one after the other with the same client. Prints per
+class of request rate, p50/p95/p99 and failures, each process's memory growth (the last
+minute's mean over the first minute's after the warm-up), the CPU each process and the client
+used, and the ratio of reads to the bare endpoint.
 
     ./justw up
     ./justw load --users 1000 --duration 10m --spawn-rate 50 [--json]
@@ -23,6 +24,7 @@ import csv
 import json
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -75,6 +77,33 @@ def rss(pids: dict[str, int]) -> dict[str, int]:
     for name, pid in pids.items():
         try:
             out[name] = psutil.Process(pid).memory_info().rss
+        except psutil.Error:
+            continue
+    return out
+
+
+SAMPLE_S = 10.0  # memory samples after the warm-up, this often
+WINDOW = 6  # samples averaged at each end (a minute): a garbage collector's sawtooth (NATS's
+# Go heap swings +-15 % within seconds) must not read as growth
+
+
+def window_growth(samples: list[dict[str, int]], name: str) -> float:
+    """The mean resident memory of the last minute over that of the first minute after the
+    warm-up, minus one."""
+    values = [s[name] for s in samples if name in s]
+    first, last = values[:WINDOW], values[-WINDOW:]
+    return (sum(last) / len(last)) / (sum(first) / len(first)) - 1
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds of each process and its children so far (tritonserver's
+    python-backend stubs are its children)."""
+    out = {}
+    for name, pid in pids.items():
+        try:
+            proc = psutil.Process(pid)
+            procs = [proc, *proc.children(recursive=True)]
+            out[name] = sum(q.cpu_times().user + q.cpu_times().system for q in procs)
         except psutil.Error:
             continue
     return out
@@ -259,8 +288,9 @@ def report(result: dict[str, object]) -> str:
             f"  error x{err['count']}: {err['method']} {err['name']}: {err['error'][:160]}"
         )
     lines.append(
-        f"memory (RSS MiB): start -> all spawned -> warm ({result['warmup_s']:.0f} s later) -> end,"
-        " growth warm->end (start->end)"
+        f"memory (RSS MiB): start -> all spawned -> warm ({result['warmup_s']:.0f} s later) -> end;"
+        " growth: the last minute's mean over the first minute's after the warm-up"
+        " (start->end)"
     )
     for name, m in result["memory"].items():  # type: ignore[attr-defined]
         lines.append(
@@ -268,6 +298,16 @@ def report(result: dict[str, object]) -> str:
             f"{(m['warm'] or 0) / 2**20:>8.0f}{m['end'] / 2**20:>8.0f}"
             f"   {m['growth_after_warmup'] * 100:+6.1f} % ({m['growth'] * 100:+.1f} %)"
         )
+    cpu = result["cpu_s"]
+    assert isinstance(cpu, dict)
+    wall, cores = result["wall_s"], result["cores"]
+    assert isinstance(wall, float) and isinstance(cores, int)
+    lines.append(
+        f"CPU during the run ({wall:.0f} s x {cores} cores = {wall * cores:.0f} core-s): "
+        f"{sum(cpu.values()):.0f} core-s used"
+    )
+    for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {name:<22}{seconds:>8.0f} s  {seconds / wall * 100:>5.0f} % of a core")
     sat = result.get("saturation")
     if isinstance(sat, dict):
         lines.append(
@@ -355,13 +395,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("running:", " ".join(cmd[2:]).replace(token, "<admin token>"), flush=True)
     run = LocustRun(cmd, prefix)
 
-    def when_spawned() -> None:
-        spawned.update(rss(pids))
+    samples: list[dict[str, int]] = []  # every SAMPLE_S after the warm-up
+    sampling = threading.Event()
+
+    def sample_after_warmup() -> None:
         # a process's caches (the reporter's chart renderer, ~30 reports) fill in the first
         # minute; what grows after that is what a leak would look like
-        threading.Timer(args.warmup, lambda: warm.update(rss(pids))).start()
+        if sampling.wait(args.warmup):
+            return
+        warm.update(rss(pids))
+        while not sampling.is_set():
+            samples.append(rss(pids))
+            sampling.wait(SAMPLE_S)
 
+    def when_spawned() -> None:
+        spawned.update(rss(pids))
+        threading.Thread(target=sample_after_warmup, daemon=True).start()
+
+    cpu_before = cpu_seconds(pids)
+    load_cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
     code = run.run(dict(os.environ), when_spawned)
+    wall = time.monotonic() - started
+    sampling.set()
+    load_cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_after = cpu_seconds(pids)
     after = rss(pids)
     if code != 0 or not summary.exists():
         print("\n".join(run.lines[-40:]), file=sys.stderr)
@@ -376,14 +434,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             "growth": after[name] / before[name] - 1,
             "growth_after_spawn": after[name] / spawned.get(name, before[name]) - 1,
             "warm": warm.get(name),
-            "growth_after_warmup": after[name] / warm.get(name, before[name]) - 1,
+            "growth_after_warmup": window_growth(samples, name)
+            if len(samples) >= 2 * WINDOW
+            else after[name] / warm.get(name, before[name]) - 1,
         }
         for name in before
         if name in after
     }
+    cpu = {name: cpu_after[name] - cpu_before[name] for name in cpu_before if name in cpu_after}
+    cpu["locust (the client)"] = (load_cpu_after.ru_utime + load_cpu_after.ru_stime) - (
+        load_cpu.ru_utime + load_cpu.ru_stime
+    )
     result: dict[str, object] = {
         "users": args.users,
         "warmup_s": args.warmup,
+        "wall_s": wall,
+        "cores": psutil.cpu_count(),
+        "cpu_s": cpu,
         "duration_s": args.duration,
         "think_s": args.think,
         "mix": args.mix or "default",

@@ -266,3 +266,24 @@ def test_waiting_for_the_gateway_ends_when_its_process_exits(tmp_path: Path) -> 
     layout.pid_file("gateway").write_text(f"{dead.pid}\n")
     with pytest.raises(local.LaunchError, match="cannot bind"):
         local.wait_gateway(settings, layout, print)
+
+
+def test_background_services_start_below_the_normal_cpu_priority(tmp_path: Path) -> None:
+    """The reporter renders charts nobody waits on: ``up`` starts it niced, so the services
+    that answer requests keep the cores under load (the same pid: ``nice`` execs)."""
+    assert services.get("reporter").nice > 0  # type: ignore[union-attr]
+    assert all(s.nice == 0 for s in services.SERVICES if s.name in ("gateway", "inference-router"))
+    niced = local.spawn(["sleep", "30"], tmp_path / "sleep.log", dict(os.environ), nice=7)
+    plain = local.spawn(["sleep", "30"], tmp_path / "plain.log", dict(os.environ))
+    try:
+        comm = Path(f"/proc/{niced.pid}/comm")
+        deadline = time.monotonic() + 5
+        while comm.read_text().strip() != "sleep" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert comm.read_text().strip() == "sleep"
+        priority = os.getpriority(os.PRIO_PROCESS, niced.pid)
+        assert priority == os.getpriority(os.PRIO_PROCESS, plain.pid) + 7
+    finally:
+        for proc in (niced, plain):
+            proc.kill()
+            proc.wait()

@@ -184,13 +184,15 @@ def _service_env(settings: Settings, layout: Layout, name: str) -> dict[str, str
     return env
 
 
-def spawn(argv: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: list[str], log_path: Path, env: dict[str, str], *, nice: int = 0
+) -> subprocess.Popen[bytes]:
     """Start ``argv`` in its own session (it outlives whoever started it), output to
-    ``log_path``."""
+    ``log_path``, ``nice`` steps below the normal CPU priority."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as out:
         return subprocess.Popen(
-            argv,
+            ["nice", "-n", str(nice), *argv] if nice else argv,  # nice execs: same pid
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -575,10 +577,12 @@ def ensure_nats(
 
 def start_service(settings: Settings, layout: Layout, name: str) -> subprocess.Popen[bytes]:
     """Start ``python -m cvops.<service>`` detached and record its pid file."""
+    spec = services.get(name)
     proc = spawn(
         [sys.executable, "-m", module_of(name)],
         layout.log_file(name),
         _service_env(settings, layout, name),
+        nice=spec.nice if spec else 0,
     )
     _write_pid(layout, name, proc.pid)
     return proc

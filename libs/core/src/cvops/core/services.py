@@ -41,6 +41,10 @@ class Service:
     # named in the deploy files and started when installed, but ``services/<name>`` does not
     # exist yet: the launcher skips it and its image cannot be built
     planned: bool = False
+    # its CPU priority under ``./justw up`` (``nice``): background work that nobody waits on
+    # yields the cores to the services that answer requests (in Kubernetes: a smaller CPU
+    # request)
+    nice: int = 0
 
     @property
     def module(self) -> str:
@@ -73,7 +77,7 @@ SERVICES: tuple[Service, ...] = (
         health="/v2/health/ready",
     ),
     # one report with charts per model version, rebuilt as its results arrive
-    Service("reporter", ports=("reporter_metrics_port",)),
+    Service("reporter", ports=("reporter_metrics_port",), nice=10),
 )
 
 _BY_NAME = {s.name: s for s in SERVICES}
