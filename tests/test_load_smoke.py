@@ -147,5 +147,7 @@ def test_locustfile_runs_headless_without_failures(tmp_path: Path) -> None:
     assert int(total["Failure Count"]) == 0, Path(f"{prefix}_failures.csv").read_text()
     assert {"/models", "/jobs/{id}", "/events/{id}"} <= set(rows)
     groups = json.loads(summary.read_text())["groups"]
-    assert groups["reads"]["requests"] > 0 and groups["reads"]["failures"] == 0
-    assert groups["job submissions"]["failures"] == 0
+    assert groups["reads"]["requests"] > 0
+    # two engineers pick a submission 1 time in 10 and an upload waits out its verdict here
+    # (no registry runs): in 4 s a run may have made none, so each group that ran is checked
+    assert {name: g["failures"] for name, g in groups.items()} == dict.fromkeys(groups, 0)
