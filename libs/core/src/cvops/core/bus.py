@@ -23,6 +23,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
+from nats.js.kv import KeyValue
 
 from cvops.contracts import SECRET_PREFIX, SUBJECT_PREFIX, Event, UnknownEvent, decode, encode
 from cvops.core import metrics
@@ -130,27 +131,21 @@ class Bus:
                     replicas=self.settings.stream_replicas,
                 ),
             )
+        self.leases = await self._key_value(LEASE_BUCKET)
+        self.presence = await self._key_value(PRESENCE_BUCKET, ttl=PRESENCE_TTL_S)
+
+    async def _key_value(self, bucket: str, ttl: float | None = None) -> KeyValue:
+        """A KV bucket (one value a key, on disk, the streams' replicas), made if missing."""
         try:
-            self.leases = await self.js.key_value(LEASE_BUCKET)
+            return await self.js.key_value(bucket)
         except nats.js.errors.BucketNotFoundError:
-            self.leases = await self.js.create_key_value(
+            return await self.js.create_key_value(
                 KeyValueConfig(
-                    bucket=LEASE_BUCKET,
+                    bucket=bucket,
                     storage=StorageType.FILE,
                     replicas=self.settings.stream_replicas,
                     history=1,
-                )
-            )
-        try:
-            self.presence = await self.js.key_value(PRESENCE_BUCKET)
-        except nats.js.errors.BucketNotFoundError:
-            self.presence = await self.js.create_key_value(
-                KeyValueConfig(
-                    bucket=PRESENCE_BUCKET,
-                    storage=StorageType.FILE,
-                    replicas=self.settings.stream_replicas,
-                    history=1,
-                    ttl=PRESENCE_TTL_S,
+                    ttl=ttl,
                 )
             )
 
