@@ -53,6 +53,7 @@ from cvops.testing.cluster import NatsCluster
 from cvops.testing.faults import Service, read_log, repeated_ids, services
 from cvops.testing.gateway_process import free_port
 from cvops.testing.router import RouterProcess, http_call
+from cvops.vision.data import make_synthetic_npz
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(900)]
 
@@ -61,23 +62,6 @@ MODEL = "scale-cnn"
 DEPLOYMENT = "scaled"
 CLASSES = 4
 REQUESTS = 24  # inferences sent through the router
-
-
-def _dataset(path: Path, n: int = 160, hw: int = 16, seed: int = 0) -> Path:
-    """A learnable .npz data set: each class a smooth template plus noise (RGB, uint8)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.random((CLASSES, 4, 4, 3))
-    templates = coarse.repeat(hw // 4, axis=1).repeat(hw // 4, axis=2)
-    y = np.arange(n) % CLASSES
-    rng.shuffle(y)
-    x = 0.7 * templates[y] + 0.3 * rng.random((n, hw, hw, 3))
-    np.savez(
-        path,
-        x=(x * 255).round().astype(np.uint8),
-        y=y.astype(np.int64),
-        classes=np.asarray([f"blob_{i}" for i in range(CLASSES)]),
-    )
-    return path
 
 
 def _wait(what: str, probe: Callable[[], Any], timeout: float, diagnose: Callable[[], str]) -> Any:
@@ -256,9 +240,8 @@ async def test_trials_spread_over_two_trainers_a_node_dies_and_two_tritons_serve
                 assert info.cluster is not None and len(info.cluster.replicas or []) == 2
 
                 # -- a genetic search through the gateway, its trials on both trainers -------
-                upload = await asyncio.to_thread(
-                    client.upload_dataset, _dataset(tmp_path / "blobs.npz"), DATASET
-                )
+                blobs = make_synthetic_npz(tmp_path / "blobs.npz", n=160, classes=CLASSES)
+                upload = await asyncio.to_thread(client.upload_dataset, blobs, DATASET)
                 upload = await asyncio.to_thread(
                     _wait,
                     "the registry's verdict on the data set",
