@@ -20,6 +20,7 @@ growth < 10 % after the warm-up, saturated reads >= 0.5x the bare endpoint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -72,11 +73,16 @@ def cvops_pids(home: Path) -> dict[str, int]:
 
 
 def rss(pids: dict[str, int]) -> dict[str, int]:
-    """Resident bytes of each process (those that are gone are left out)."""
+    """Resident bytes of each process and of each of its children, as ``<name>/<pid>``
+    (the gateway's workers, tritonserver's python-backend stubs); those gone are left out."""
     out = {}
     for name, pid in pids.items():
         try:
-            out[name] = psutil.Process(pid).memory_info().rss
+            proc = psutil.Process(pid)
+            out[name] = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    out[f"{name}/{child.pid}"] = child.memory_info().rss
         except psutil.Error:
             continue
     return out
@@ -294,7 +300,7 @@ def report(result: dict[str, object]) -> str:
     )
     for name, m in result["memory"].items():  # type: ignore[attr-defined]
         lines.append(
-            f"  {name:<18}{m['start'] / 2**20:>8.0f}{(m['spawned'] or 0) / 2**20:>8.0f}"
+            f"  {name:<26}{m['start'] / 2**20:>8.0f}{(m['spawned'] or 0) / 2**20:>8.0f}"
             f"{(m['warm'] or 0) / 2**20:>8.0f}{m['end'] / 2**20:>8.0f}"
             f"   {m['growth_after_warmup'] * 100:+6.1f} % ({m['growth'] * 100:+.1f} %)"
         )
@@ -427,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     found = json.loads(summary.read_text())
     memory = {
         name: {
-            "pid": pids[name],
+            "pid": pids.get(name) or int(name.rsplit("/", 1)[-1]),
             "start": before[name],
             "spawned": spawned.get(name),
             "end": after[name],

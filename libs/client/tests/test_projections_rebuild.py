@@ -51,6 +51,10 @@ projection = Users()
 
 def db_path(settings):
     return Path(settings.home) / "demo" / "projection.sqlite"
+
+
+def copies(settings):  # other workers' files of the same projection
+    return sorted((Path(settings.home) / "demo").glob("projection-w*.sqlite"))
 '''
 
 
@@ -111,6 +115,21 @@ def test_rebuild_replays_the_log_into_the_services_projection(demo_service: Sett
     again = _rebuild()  # a second rebuild gives the same rows
     assert again.exit_code == 0
     assert set(names) <= _usernames(demo_service)
+
+
+def test_rebuild_deletes_the_other_workers_copies(demo_service: Settings) -> None:
+    _publish_users(demo_service, [f"rb-{uuid.uuid4().hex[:6]}"])
+    demo = Path(demo_service.home) / "demo"
+    demo.mkdir()
+    stale = [demo / "projection-w1.sqlite", demo / "projection-w1.sqlite-wal"]
+    for path in stale:
+        path.write_bytes(b"an older copy")
+
+    result = _rebuild()
+
+    assert result.exit_code == 0, result.output
+    assert not any(path.exists() for path in stale)
+    assert (demo / "projection.sqlite").exists()
 
 
 def test_rebuild_refuses_while_the_service_runs_unless_forced(demo_service: Settings) -> None:

@@ -3,7 +3,9 @@
 cannot apply (the skip is recorded beside the file, so restarts and rebuilds honour it).
 
 A service names its projection with an entry point in the group ``cvops.projections``;
-the entry point's value is a module exposing ``projection`` and ``db_path(settings)``.
+the entry point's value is a module exposing ``projection`` and ``db_path(settings)``, and
+optionally ``copies(settings)``: other files of the same projection (the gateway's workers
+other than 0), which a rebuild deletes so that each is replayed anew when its process starts.
 Which services should have one is ``cvops.core.services`` (``projection=True``); a name
 registered there without an installed entry point is explained, not just called unknown.
 This module needs cvops-core (NATS), so the CLI imports it only for that command.
@@ -189,7 +191,8 @@ def rebuild_service(
         connect_timeout: seconds to wait for NATS.
 
     Returns:
-        (events applied, the rebuilt SQLite file).
+        (events applied, the rebuilt SQLite file). The projection's ``copies`` (other
+        workers' files) are deleted.
     """
     settings = home_settings(settings or load_settings())
     module = load_projection(service)
@@ -205,7 +208,20 @@ def rebuild_service(
                 f"{service} is running (pid {pid}); stop it first "
                 f"(python -m cvops.core.local stop {service}), or pass --force",
             )
-        return _rebuild(service, settings, projection, db_path, module, connect_timeout)
+        rebuilt = _rebuild(service, settings, projection, db_path, module, connect_timeout)
+        _remove_copies(module, settings)
+        return rebuilt
+
+
+def _remove_copies(module: ModuleType, settings: Settings) -> None:
+    """Delete the other copies of a rebuilt projection that the module names (``copies``:
+    the gateway's other workers' files); their processes replay the log anew at start."""
+    copies = getattr(module, "copies", None)
+    if copies is None:
+        return
+    for path in copies(settings):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
 
 
 def _rebuild(

@@ -25,10 +25,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float = 120.0
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
+    # gateway worker processes sharing gateway_port, each with its own projection files
+    gateway_workers: int = 1
     router_host: str = "127.0.0.1"
     router_http_port: int = 8000
     router_grpc_port: int = 8001
     router_metrics_port: int = 8002
+    # who answers the router's HTTP port: "nginx" (the router writes its config and state),
+    # "python" (the router's own listener), "auto": nginx where it and its njs module exist
+    router_data_plane: str = "auto"
+    nginx_binary: str = ""  # empty: nginx on PATH, /usr/local/sbin or /usr/sbin
+    nginx_njs_module: str = ""  # empty: ngx_http_js_module.so in /usr/{local/,}lib/nginx/modules
     triton_http_port: int = 8100
     triton_grpc_port: int = 8101
     triton_metrics_port: int = 8102

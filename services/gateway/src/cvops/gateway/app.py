@@ -27,6 +27,7 @@ from litestar.types import (
 
 from cvops.core import ArtifactStore, Bus, ProjectionRunner, Settings, get_logger
 from cvops.core.presence import Presence
+from cvops.core.projection import quarantine_path
 from cvops.gateway import idempotency, projection
 from cvops.gateway.auth import PUBLIC_PATHS, BearerAuthentication, Passwords
 from cvops.gateway.benchmark import BenchmarksController, BenchmarkService
@@ -49,6 +50,7 @@ from cvops.gateway.system import SystemController, SystemService
 from cvops.gateway.training.routes import JobsController
 from cvops.gateway.training.service import TrainingService
 from cvops.gateway.web import create_web_app, with_web_ui
+from cvops.gateway.workers import Worker
 
 log = get_logger(__name__)
 
@@ -72,27 +74,45 @@ CONTROLLERS: list[ControllerRouterHandler] = [
 ]
 
 
-def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = None) -> Litestar:
+def create_app(
+    settings: Settings,
+    *,
+    password_hasher: PasswordHasher | None = None,
+    worker: Worker | None = None,
+) -> Litestar:
     """The gateway app; NATS, the projection and the bootstrap start with its lifespan.
 
     Args:
         settings: where NATS, the home directory and the limits are.
         password_hasher: argon2 parameters (tests pass cheap ones).
+        worker: which worker process this is (default: the only one); it names the
+            projection files, and only worker 0 bootstraps.
 
     Returns:
         A Litestar ASGI app (serve it with uvicorn).
     """
     metrics = GatewayMetrics()
+    worker = worker or Worker()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         bus = await Bus.connect(settings, name="gateway")
-        runner = ProjectionRunner(bus, projection.projection, projection.db_path(settings))
+        # each worker its own files; `cvops projections skip gateway` (worker 0's quarantine
+        # file) holds for all of them
+        main_file = projection.db_path(settings)
+        identity_file = identity_projection.db_path(settings)
+        runner = ProjectionRunner(
+            bus,
+            projection.projection,
+            worker.file(main_file),
+            quarantine=quarantine_path(main_file),
+        )
         identity_runner = ProjectionRunner(
             bus,
             identity_projection.projection,
-            identity_projection.db_path(settings),
+            worker.file(identity_file),
             stream=identity_projection.STREAM,
+            quarantine=quarantine_path(identity_file),
         )
         follow = asyncio.create_task(runner.run(), name="gateway-projection")
         follow_identity = asyncio.create_task(identity_runner.run(), name="identity-projection")
@@ -128,11 +148,15 @@ def create_app(settings: Settings, *, password_hasher: PasswordHasher | None = N
                 runner.catch_up(CATCH_UP_TIMEOUT_S), identity_runner.catch_up(CATCH_UP_TIMEOUT_S)
             )
             gateway.caught_up = all(caught_up)
-            if gateway.caught_up:
-                await bootstrap_admin(identity)
-            else:
+            if not gateway.caught_up:
                 log.warning("projection_not_caught_up", position=runner.position)
-            log.info("gateway_started", position=runner.position)
+            elif worker.index == 0:
+                await bootstrap_admin(identity)
+            worker.bootstrap_done()
+            # the others answer only once worker 0 has written the admin's credentials file
+            if not await worker.wait_bootstrap(CATCH_UP_TIMEOUT_S):
+                log.warning("bootstrap_not_seen", worker=worker.index)
+            log.info("gateway_started", position=runner.position, worker=worker.index)
             yield
         finally:
             presence.stop()

@@ -20,8 +20,9 @@ from cvops.gateway import benchmark, conversion, deployment, feed, reports
 from cvops.gateway.catalog import projection as catalog
 from cvops.gateway.core import Fold, Generations, metadata
 from cvops.gateway.training import projection as training
+from cvops.gateway.workers import worker_files
 
-__all__ = ["FOLDS", "GatewayProjection", "db_path", "metadata", "projection"]
+__all__ = ["FOLDS", "GatewayProjection", "copies", "db_path", "metadata", "projection"]
 
 # identity is not here: its events live in their own stream (``gateway.identity.projection``)
 CONTEXTS = (catalog, training, deployment, conversion, benchmark, reports)
@@ -67,3 +68,9 @@ projection = GatewayProjection()
 def db_path(settings: Settings) -> Path:
     """Where the gateway keeps its projection."""
     return settings.home_path / "gateway.sqlite"
+
+
+def copies(settings: Settings) -> list[Path]:
+    """The other gateway workers' files of the same projection (``cvops projections rebuild``
+    deletes them; each worker replays the log into its own at its next start)."""
+    return worker_files(db_path(settings))

@@ -23,6 +23,7 @@ from cvops.core import IDENTITY_STREAM, Settings
 from cvops.core.identity import Identity
 from cvops.domain.identity import TokenState, UserState
 from cvops.gateway.core import Generations
+from cvops.gateway.workers import worker_files
 
 STREAM = IDENTITY_STREAM
 
@@ -61,6 +62,12 @@ projection = IdentityProjection()
 def db_path(settings: Settings) -> Path:
     """Where the gateway keeps identity's projection."""
     return settings.home_path / "gateway-identity.sqlite"
+
+
+def copies(settings: Settings) -> list[Path]:
+    """The other gateway workers' files of the same projection (``cvops projections rebuild``
+    deletes them; each worker replays the log into its own at its next start)."""
+    return worker_files(db_path(settings))
 
 
 # -- reads -------------------------------------------------------------------------------------

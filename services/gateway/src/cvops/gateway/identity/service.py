@@ -30,7 +30,7 @@ from cvops.gateway.idempotency import AlreadyIssued, derived_id, replayed
 from cvops.gateway.identity import projection as views
 from cvops.gateway.identity import rules
 from cvops.gateway.identity.rules import TokenState, UserState
-from cvops.gateway.identity.throttle import LoginThrottle
+from cvops.gateway.identity.throttle import LoginThrottle, worker_share
 
 log = get_logger(__name__)
 
@@ -60,9 +60,11 @@ class IdentityService:
 
     def __post_init__(self) -> None:
         settings = self.gateway.settings
+        # each worker process counts its own failures: its share keeps the limit overall
+        workers = settings.gateway_workers
         self.throttle = LoginThrottle(
-            per_user=settings.login_failures_per_user,
-            per_address=settings.login_failures_per_address,
+            per_user=worker_share(settings.login_failures_per_user, workers),
+            per_address=worker_share(settings.login_failures_per_address, workers),
             window_s=settings.login_failure_window_s,
         )
 

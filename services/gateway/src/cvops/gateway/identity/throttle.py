@@ -4,11 +4,15 @@ After ``limit`` failures within ``window_s`` seconds, a username (whether or not
 exists, so the answer tells nothing about it) or a client address is refused until its
 oldest counted failure leaves the window. A successful login clears the username's count.
 
-The counts live in this gateway process's memory: several gateway processes each count on
-their own (N processes allow up to N times the limit), and a restart forgets them. Attempts
-on one username take turns, so a burst of parallel guesses is counted one by one; attempts
-from one address on different usernames run side by side, so a burst can pass the address
-limit by the attempts already in flight.
+The counts live in this gateway process's memory, and a restart forgets them. The workers of
+one gateway (``CVOPS_GATEWAY_WORKERS``) each allow their share of the limit,
+``ceil(limit / workers)`` (``worker_share``), so one gateway allows at most the limit rounded
+up to a multiple of its workers, and may refuse a client whose failures all land on one
+worker after its share (a successful login clears the count of the worker it landed on);
+separate gateways each count on their own (N gateways allow up to N times the limit).
+Attempts on one username take turns, so a burst of parallel guesses is counted one by one;
+attempts from one address on different usernames run side by side, so a burst can pass the
+address limit by the attempts already in flight.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from collections.abc import AsyncIterator, Callable
 # Keys kept per window before the oldest are dropped (memory stays bounded under a spray of
 # made-up usernames; the address limit stops one address from spraying).
 MAX_KEYS = 100_000
+
+
+def worker_share(limit: int, workers: int) -> int:
+    """One worker's part of a limit that ``workers`` processes count apart (0 stays off)."""
+    return math.ceil(limit / max(1, workers)) if limit > 0 else limit
 
 
 class TooManyFailures(Exception):
