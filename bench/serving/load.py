@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 import onnxruntime as ort
 import uvloop
@@ -242,7 +243,7 @@ async def interleaved(
     warmup: float,
     duration: float,
     rounds: int,
-    router_pid: int,
+    router_pids: list[int],
     triton_pid: int,
     triton_http: str,
 ) -> list[Cell]:
@@ -268,11 +269,11 @@ async def interleaved(
                 target = targets[name]
                 on = target.model if isinstance(target, HttpTarget) else None
                 s0 = triton_stats(triton_http, on) if on else None
-                r0, t0 = cpu_seconds([router_pid]), cpu_seconds(triton)
+                r0, t0 = cpu_seconds(router_pids), cpu_seconds(triton)
                 w0 = time.perf_counter()
                 lat, err = await target.run(concurrency, duration / rounds)
                 elapsed[name] += time.perf_counter() - w0
-                cpu[name][0] += cpu_seconds([router_pid]) - r0
+                cpu[name][0] += cpu_seconds(router_pids) - r0
                 cpu[name][1] += cpu_seconds(triton) - t0
                 if on and s0 is not None:
                     stats[name] = stats[name] + (triton_stats(triton_http, on) - s0)
@@ -456,6 +457,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=4, help="alternating slices per cell")
     ap.add_argument("--concurrency", default="1,4,16,64")
     ap.add_argument("--models", default=",".join(MODELS), help=f"of {', '.join(MODELS)}")
+    ap.add_argument(
+        "--data-plane",
+        default="auto",
+        choices=("auto", "nginx", "python"),
+        help="who answers the router's HTTP port (CVOPS_ROUTER_DATA_PLANE)",
+    )
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # a cheaper client
@@ -469,7 +476,9 @@ def main() -> int:
     router = None
     try:
         base = load_settings({}, nats_url=f"nats://127.0.0.1:{port}", log_level="warning")
-        settings = t.router_settings(base, root / "home")
+        settings = msgspec.structs.replace(
+            t.router_settings(base, root / "home"), router_data_plane=args.data_plane
+        )
         models = {m: build(m, root) for m in chosen}
         int8 = {m: build_int8(m, models[m], root) for m in chosen if m.int8}
         router = t.RouterProcess(settings, root / "router.log").start()
@@ -481,6 +490,11 @@ def main() -> int:
                 router.wait_model_ready(f"{m.name}-int8", timeout=180)
         assert router.proc is not None
         router_pid, triton_pid = router.proc.pid, router.triton_pid() or 0
+        nginx_pid = root / "home" / "inference-router" / "nginx" / "nginx.pid"
+        plane = process_group(int(nginx_pid.read_text())) if nginx_pid.exists() else []
+        print(
+            f"router data plane: {'nginx' if plane else 'python'} (--data-plane {args.data_plane})"
+        )
         cells: list[Cell] = []
         for m in chosen:
             x = np.random.default_rng(m.size).random((1, 3, m.size, m.size), dtype=np.float32)
@@ -510,7 +524,7 @@ def main() -> int:
                         args.warmup,
                         args.duration,
                         args.rounds,
-                        router_pid,
+                        [router_pid, *plane],
                         triton_pid,
                         router.triton_http,
                     )

@@ -28,6 +28,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \
     CVOPS_HOME=/var/lib/cvops \
     CVOPS_METRICS_HOST=0.0.0.0
+# nginx with its njs module: the router's HTTP data plane (it writes nginx's configuration
+# and state under its home and runs nginx as its child; the package's own site is removed)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx libnginx-mod-http-js \
+    && rm -rf /var/lib/apt/lists/* /etc/nginx/sites-enabled/default
 RUN useradd --system --uid 10001 --home-dir /var/lib/cvops cvops \
     && mkdir -p /var/lib/cvops && chown cvops:cvops /var/lib/cvops
 COPY --from=build /opt/venv /opt/venv

@@ -34,13 +34,26 @@ def onnx_models() -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def base_settings(nats_server: NatsServer) -> Iterator[Settings]:
+def base_settings(nats_server: NatsServer, data_plane: str) -> Iterator[Settings]:
     home = Path(tempfile.mkdtemp(prefix="cvops-router-"))
     try:
-        base = load_settings({}, nats_url=nats_server.url, home=str(home), log_json=True)
+        base = load_settings(
+            {},
+            nats_url=nats_server.url,
+            home=str(home),
+            log_json=True,
+            router_data_plane=data_plane,
+        )
         yield router_settings(base, home / "home")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def data_plane() -> str:
+    """Who answers the router's HTTP port: nginx where it is installed (a module overrides
+    this to run its tests on both)."""
+    return "auto"
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -24,8 +25,9 @@ from PIL import Image
 from tritonclient.utils import InferenceServerException
 
 from cvops.contracts.deployment import DeploymentFailed, DeploymentReady, DeploymentRetired
-from cvops.core import Bus, Settings
+from cvops.core import Bus, Settings, load_settings
 from cvops.core.model_repository import deployment_entry
+from cvops.inference_router.dataplane import DataPlaneUnavailable, find_nginx
 from cvops.inference_router.repository import onnx_io, parse_config
 from cvops.testing import router as t
 from cvops.testing.router import (
@@ -38,12 +40,41 @@ from cvops.testing.router import (
 )
 
 CLASSES = [f"class-{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module", params=["auto", "python"])
+def data_plane(request: pytest.FixtureRequest) -> str:
+    """Every test here on nginx (where installed) and on the router's own listener."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="module")
+def token(tag: str) -> str:
+    """The viewer's API token (a secret of its own per run: one digest, one token)."""
+    return f"cvops_test_secret_{tag}"
+
+
+@pytest.fixture(scope="module")
+def tag(data_plane: str) -> str:
+    """Names of their own for each data plane's run (the NATS log is shared)."""
+    return f"{data_plane[:2]}{uuid.uuid4().hex[:6]}"
+
+
+def test_the_data_plane_is_the_one_asked_for(deployed: t.RouterProcess, data_plane: str) -> None:
+    try:
+        find_nginx(load_settings({}))
+        expected = "nginx" if data_plane == "auto" else "python"
+    except DataPlaneUnavailable:
+        expected = "python"
+    assert deployed.status()["data_plane"]["kind"] == expected
+
+
 HYPER = {"classes": CLASSES, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-TOKEN = "cvops_test_secret_token"
 
 
 @pytest.fixture(scope="module")
 def deployed(
+    token: str,
     router: t.RouterProcess,
     base_settings: Settings,
     names: Names,
@@ -53,7 +84,7 @@ def deployed(
     """Model versions 1 and 2 registered; v1 deployed public and private."""
     models = [onnx_models["v1"], onnx_models["v2"]]
     return deploy_public_and_private(
-        router, base_settings, names, models, TOKEN, wait_private_ready, HYPER,
+        router, base_settings, names, models, token, wait_private_ready, HYPER,
         max_queue_delay_us=200,
     )  # fmt: skip
 
@@ -125,7 +156,7 @@ class _Batcher:
 
 
 def test_grpc_streaming_infer_routes_each_request(
-    deployed: t.RouterProcess, names: Names, onnx_models: dict[str, Path]
+    token: str, deployed: t.RouterProcess, names: Names, onnx_models: dict[str, Path]
 ) -> None:
     x = np.random.default_rng(3).random((2, 3, 32, 32), dtype=np.float32)
     expected = reference(onnx_models["v1"], x)
@@ -134,7 +165,7 @@ def test_grpc_streaming_infer_routes_each_request(
     try:
         g.start_stream(
             callback=lambda result, error: answers.put(error or result),
-            headers={"authorization": f"Bearer {TOKEN}"},  # "nope" is 401 without one
+            headers={"authorization": f"Bearer {token}"},  # "nope" is 401 without one
         )
         for model in (names.public, "nope"):
             inp = triton_grpc.InferInput("input", list(x.shape), "FP32")
@@ -185,9 +216,11 @@ def test_wrong_tensor_name_shape_or_dtype_is_400_with_tritons_message(
         g.close()
 
 
-def test_unknown_model_is_404_over_http_and_not_found_over_grpc(deployed: t.RouterProcess) -> None:
+def test_unknown_model_is_404_over_http_and_not_found_over_grpc(
+    token: str, deployed: t.RouterProcess
+) -> None:
     body, headers = binary_request(np.zeros((1, 3, 32, 32), np.float32))
-    auth = {"Authorization": f"Bearer {TOKEN}"}  # without one, any non-public name is 401
+    auth = {"Authorization": f"Bearer {token}"}  # without one, any non-public name is 401
     url = f"http://{deployed.http}/v2/models/nope"
     code, answer = t.http_call("POST", f"{url}/infer", body, {**headers, **auth})
     assert code == 404
@@ -198,14 +231,14 @@ def test_unknown_model_is_404_over_http_and_not_found_over_grpc(deployed: t.Rout
         inp = triton_grpc.InferInput("input", [1, 3, 32, 32], "FP32")
         inp.set_data_from_numpy(np.zeros((1, 3, 32, 32), np.float32))
         with pytest.raises(InferenceServerException) as err:
-            g.infer("nope", [inp], headers={"authorization": f"Bearer {TOKEN}"})
+            g.infer("nope", [inp], headers={"authorization": f"Bearer {token}"})
         assert err.value.status() == "StatusCode.NOT_FOUND"
     finally:
         g.close()
 
 
 def test_private_deployment_needs_a_valid_bearer_token(
-    deployed: t.RouterProcess, names: Names
+    token: str, deployed: t.RouterProcess, names: Names
 ) -> None:
     x = np.ones((1, 3, 32, 32), np.float32)
     body, headers = binary_request(x)
@@ -213,7 +246,7 @@ def test_private_deployment_needs_a_valid_bearer_token(
     assert t.http_call("POST", url, body, headers)[0] == 401
     bad = {**headers, "Authorization": "Bearer not-a-token"}
     assert t.http_call("POST", url, body, bad)[0] == 401
-    good = {**headers, "Authorization": f"Bearer {TOKEN}"}
+    good = {**headers, "Authorization": f"Bearer {token}"}
     assert t.http_call("POST", url, body, good)[0] == 200
 
     g = triton_grpc.InferenceServerClient(deployed.grpc)
@@ -223,7 +256,7 @@ def test_private_deployment_needs_a_valid_bearer_token(
         with pytest.raises(InferenceServerException) as err:
             g.infer(names.private, [inp])
         assert err.value.status() == "StatusCode.UNAUTHENTICATED"
-        ok = g.infer(names.private, [inp], headers={"authorization": f"Bearer {TOKEN}"})
+        ok = g.infer(names.private, [inp], headers={"authorization": f"Bearer {token}"})
         assert ok.as_numpy("logits").shape == (1, 10)
     finally:
         g.close()
@@ -236,9 +269,10 @@ async def test_revoked_and_expired_tokens_are_refused(
 
     body, headers = binary_request(np.ones((1, 3, 32, 32), np.float32))
     url = f"http://{deployed.http}/v2/models/{names.private}/infer"
-    expired = "cvops_expired_session"
+    run = uuid.uuid4().hex[:8]  # the module runs twice (both data planes) on one log
+    expired = f"cvops_expired_session_{run}"
     await t.issue_token(bus, names.viewer, expired, expires_at="2001-01-01T00:00:00+00:00")
-    revoked = "cvops_soon_revoked"
+    revoked = f"cvops_soon_revoked_{run}"
     token_id = await t.issue_token(bus, names.viewer, revoked)
     auth = {**headers, "Authorization": f"Bearer {revoked}"}
     assert await _eventually(lambda: t.http_call("POST", url, body, auth)[0] == 200)
@@ -432,16 +466,16 @@ def test_generated_config_pbtxt_parses_as_tritons_model_config(
 
 
 async def test_retired_deployment_answers_404(
-    deployed: t.RouterProcess, names: Names, bus: Bus
+    token: str, deployed: t.RouterProcess, names: Names, bus: Bus
 ) -> None:
     first = await bus.last_seq()
     await t.request_retirement(bus, names.private, actor=names.admin)
     retired = await wait_event(bus, names.private, "retired", after=first)
     assert isinstance(retired, DeploymentRetired)
     ready = f"http://{deployed.http}/v2/models/{names.private}/ready"
-    auth = {"Authorization": f"Bearer {TOKEN}"}
+    auth = {"Authorization": f"Bearer {token}"}
     assert await _eventually(lambda: t.http_call("GET", ready, headers=auth)[0] == 404)
-    assert names.private not in deployed.status(TOKEN)["instances"][0]["loaded"]
+    assert names.private not in deployed.status(token)["instances"][0]["loaded"]
 
 
 def _signature(names: Names) -> dict[str, object]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -50,6 +51,8 @@ class KServeHttp:
         self.exporter = exporter
         self.metrics = proxy.metrics
         self.local = local
+        # who answers the HTTP port (the router sets it once its listener runs)
+        self.data_plane: Callable[[], dict[str, Any]] = lambda: {"kind": "python"}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
@@ -305,6 +308,7 @@ class KServeHttp:
                     }
                     for d in visible.values()
                 ],
+                "data_plane": self.data_plane(),
             }
         )
 

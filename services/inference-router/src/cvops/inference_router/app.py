@@ -16,6 +16,7 @@ from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer, get_logger
 from cvops.core.local import TRITON, Layout
 from cvops.inference_router import identity
 from cvops.inference_router.api import MAX_BODY, KServeHttp
+from cvops.inference_router.dataplane import DataPlaneUnavailable, NginxDataPlane, find_nginx
 from cvops.inference_router.front import FrontDoor
 from cvops.inference_router.grpc_api import CHANNEL_OPTIONS, KServeGrpc
 from cvops.inference_router.metrics import MetricsExporter, RouterMetrics
@@ -103,11 +104,27 @@ class Router:
         self._runners: list[web.AppRunner] = []
         self._grpc_server: grpc.aio.Server | None = None
         self.front: FrontDoor | None = None
+        self.dataplane: NginxDataPlane | None = None
+        self._pool_seen: object = None
         self._reconcile_wanted = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def _routes_changed(self) -> None:
-        self.routes.refresh()
+        self._refresh()
+
+    def _refresh(self) -> bool:
+        """Reload the route table (True: the deployments changed) and hand it to nginx."""
+        changed = self.routes.refresh()
+        self._sync_plane()
+        return changed
+
+    def _sync_plane(self) -> None:
+        if self.dataplane is not None:
+            self._pool_seen = self._pool_state()
+            self.dataplane.sync(self.routes.all.values(), self.routes.tokens)
+
+    def _pool_state(self) -> object:
+        return [(i.http, i.up, sorted(i.loaded.items())) for i in self.pool.instances]
 
     # -- lifecycle --------------------------------------------------------------------
     async def start(self) -> None:
@@ -119,7 +136,7 @@ class Router:
         self.routes.refresh()
         await self._serve()
         await asyncio.gather(self.runner.catch_up(timeout=120), self.identity.catch_up(timeout=120))
-        self.routes.refresh()
+        self._refresh()
         if self.local is not None:
             local = self.local
             inst = self.pool.instances[0]
@@ -148,8 +165,11 @@ class Router:
         await web.TCPSite(internal, "127.0.0.1", 0, reuse_address=True).start()
         self._runners.append(internal)
         address = internal.addresses[0]
-        self.front = FrontDoor(self.proxy, self.metrics, f"{address[0]}:{address[1]}", MAX_BODY)
-        await self.front.start(host, self.settings.router_http_port)
+        internal_address = f"{address[0]}:{address[1]}"
+        self.dataplane = await self._nginx(internal_address)
+        if self.dataplane is None:
+            self.front = FrontDoor(self.proxy, self.metrics, internal_address, MAX_BODY)
+            await self.front.start(host, self.settings.router_http_port)
         metrics_app = web.Application()
         metrics_app.router.add_get("/metrics", self.http.prometheus)
         metrics = web.AppRunner(metrics_app, access_log=None, handle_signals=False)
@@ -167,6 +187,37 @@ class Router:
         await server.start()
         self._grpc_server = server
 
+    async def _nginx(self, internal: str) -> NginxDataPlane | None:
+        """nginx on the HTTP port (``router_data_plane``), or None: the router's own."""
+        mode = self.settings.router_data_plane
+        if mode not in ("auto", "nginx", "python"):
+            raise ValueError(f"CVOPS_ROUTER_DATA_PLANE={mode!r}: not auto, nginx or python")
+        if mode == "python":
+            return None
+        try:
+            plane = NginxDataPlane(
+                find_nginx(self.settings),
+                workdir=self.home / "nginx",
+                host=self.settings.router_host,
+                port=self.settings.router_http_port,
+                internal=internal,
+                max_body=MAX_BODY,
+                pool=self.pool,
+                metrics=self.metrics,
+            )
+            plane.prepare()
+            self.dataplane = plane
+            self._sync_plane()  # the routes read so far, before the first request
+            await plane.launch()
+            self.http.data_plane = plane.describe
+        except DataPlaneUnavailable as err:
+            self.dataplane = None
+            if mode == "nginx":
+                raise
+            log.warning("data_plane_python", reason=str(err))
+            return None
+        return plane
+
     async def stop(self) -> None:
         """Stop taking work and requests, then stop Triton (its exit timeout is short)."""
         self._stopping.set()
@@ -180,6 +231,8 @@ class Router:
         log.info("router_stopping", step="tasks")
         if self.front is not None:
             await self.front.stop()
+        if self.dataplane is not None:
+            await self.dataplane.stop()
         if self._grpc_server is not None:
             await self._grpc_server.stop(grace=1)
         for runner in self._runners:
@@ -213,7 +266,7 @@ class Router:
 
     async def _recover(self, inst: Instance, incident: str) -> None:
         await self.deployer.instance_recovered(inst, incident)
-        self.routes.refresh()
+        self._refresh()
 
     async def _health_watch(self) -> None:
         """Poll every instance's liveness.
@@ -256,8 +309,10 @@ class Router:
     async def _watch_projection(self) -> None:
         while True:
             await asyncio.sleep(0.1)
-            if self.routes.stale() and self.routes.refresh():
+            if self.routes.stale() and self._refresh():
                 self._reconcile_wanted.set()
+            elif self.dataplane is not None and self._pool_state() != self._pool_seen:
+                self._sync_plane()  # an instance went down or up, or loaded a version
 
     async def _reconcile_loop(self) -> None:
         while True:
@@ -270,7 +325,7 @@ class Router:
                     await self.deployer.reconcile(inst)
                 except Exception as err:  # logged; the next change or restart retries
                     log.warning("reconcile_failed", instance=inst.name, error=str(err))
-            self.routes.refresh()
+            self._refresh()
 
 
 def external_backend(settings: Settings) -> Backend:

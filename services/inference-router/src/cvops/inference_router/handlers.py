@@ -141,8 +141,9 @@ def triton_message(message: str) -> str:
 
 
 def sticky_bucket(key: str) -> int:
-    """A stable bucket in [0, 10000) for a request key (same key, same version)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    """A stable bucket in [0, 10000) for a request key (same key, same version): the first
+    8 bytes of its sha256, as nginx's rule (``dataplane.js``) computes it too."""
+    digest = hashlib.sha256(key.encode()).digest()[:8]
     return int.from_bytes(digest, "big") % BUCKETS
 
 
