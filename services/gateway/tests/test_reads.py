@@ -10,7 +10,7 @@ import httpx
 import pytest
 from sqlalchemy.orm import Session
 
-from cvops.gateway.reads import ReadCache, read_key
+from cvops.gateway.reads import ReadCache, read_key, with_fresh_not_found
 from cvops.testing.gateway import Platform
 
 
@@ -135,3 +135,69 @@ async def test_a_response_is_filed_under_the_commit_it_was_read_at(
         second = await client.get("/deployments", headers=viewer)
     assert first.status_code == second.status_code == 200
     assert len(opened) == 2  # the second read ran its query again
+
+
+class _Behind:
+    """A gateway whose projection is behind the log (``refreshed``: it caught up) or not."""
+
+    def __init__(self, behind: bool) -> None:
+        self.behind = behind
+        self.asked = 0
+
+    async def refreshed(self) -> bool:
+        self.asked += 1
+        return self.behind
+
+
+class _State:
+    def __init__(self, gateway: _Behind) -> None:
+        self.gateway = gateway
+
+
+def _app_answering(*statuses: int) -> tuple[Any, list[int]]:
+    """An ASGI app that answers its calls with ``statuses`` in turn."""
+    calls: list[int] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        status = statuses[len(calls)]
+        calls.append(status)
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": str(status).encode()})
+
+    return app, calls
+
+
+async def _get(app: Any, method: str = "GET") -> list[dict[str, Any]]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "http", "method": method, "state": {}}, receive, send)
+    return sent
+
+
+async def test_a_not_found_read_is_read_again_once_a_worker_behind_the_log_caught_up() -> None:
+    app, calls = _app_answering(404, 200)
+    gateway = _Behind(behind=True)
+    sent = await _get(with_fresh_not_found(app, _State(gateway)))
+    assert calls == [404, 200]
+    assert [m.get("status") for m in sent if m["type"] == "http.response.start"] == [200]
+    assert sent[-1]["body"] == b"200"
+
+
+async def test_a_not_found_read_of_an_up_to_date_worker_stands_and_others_pass_at_once() -> None:
+    app, calls = _app_answering(404)
+    gateway = _Behind(behind=False)
+    sent = await _get(with_fresh_not_found(app, _State(gateway)))
+    assert calls == [404] and sent[-1]["body"] == b"404" and gateway.asked == 1
+
+    for status, method in ((200, "GET"), (404, "POST")):
+        app, calls = _app_answering(status)
+        gateway = _Behind(behind=True)
+        sent = await _get(with_fresh_not_found(app, _State(gateway)), method)
+        assert calls == [status] and sent[-1]["body"] == str(status).encode()
+        assert gateway.asked == 0

@@ -95,23 +95,26 @@ def test_two_workers_serve_one_port_follow_the_log_and_stop_on_sigterm(tmp_path:
         assert (home / "gateway-w1.sqlite").exists()
         assert not (home / "gateway-w2.sqlite").exists()
 
-        # a write through one connection is read through fresh connections (whichever
-        # worker takes each), once both projections have it
-        name = f"worker-{uuid.uuid4().hex[:6]}"
-        with gateway.client() as client:
-            made = client.post(
-                "/users",
-                json={"username": name, "password": PASSWORD, "role": "viewer"},
-                headers=gateway.admin_headers(),
-            )
-        assert made.status_code == 201, made.text
+        # a write through one connection is read at once through fresh connections, whichever
+        # worker takes each: one that is behind the log reads again once it has caught up
+        for _ in range(8):
+            name = f"worker-{uuid.uuid4().hex[:6]}"
+            with gateway.client() as client:
+                made = client.post(
+                    "/users",
+                    json={"username": name, "password": PASSWORD, "role": "viewer"},
+                    headers=gateway.admin_headers(),
+                )
+            assert made.status_code == 201, made.text
+            for _ in range(3):
+                with httpx.Client(base_url=gateway.url, timeout=30) as fresh:
+                    read = fresh.get(f"/users/{name}", headers=gateway.admin_headers())
+                assert read.status_code == 200, read.text
         files = [worker_file(identity_projection.db_path(gateway.settings), i) for i in (0, 1)]
-        written = max(_checkpoint(path) for path in files)  # the worker that took the write
-        assert _eventually(lambda: all(_checkpoint(path) >= written for path in files))
-        for _ in range(12):
-            with httpx.Client(base_url=gateway.url, timeout=30) as fresh:
-                read = fresh.get(f"/users/{name}", headers=gateway.admin_headers())
-            assert read.status_code == 200, read.text
+        assert _checkpoint(files[0]) > 0 and _checkpoint(files[1]) > 0
+        with httpx.Client(base_url=gateway.url, timeout=30) as fresh:  # a real 404 stays one
+            missing = fresh.get("/users/nobody-at-all", headers=gateway.admin_headers())
+        assert missing.status_code == 404
 
         # each worker is an instance of its own in GET /system
         def both_present() -> bool:

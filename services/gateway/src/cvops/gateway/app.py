@@ -44,7 +44,7 @@ from cvops.gateway.identity.routes import AuthController, UsersController
 from cvops.gateway.identity.service import IdentityService, bootstrap_admin
 from cvops.gateway.metrics import GatewayMetrics
 from cvops.gateway.openapi import document_routes, schema_router
-from cvops.gateway.reads import STORE, ReadCache
+from cvops.gateway.reads import STORE, ReadCache, with_fresh_not_found
 from cvops.gateway.reports import ReportsController, ReportService
 from cvops.gateway.system import SystemController, SystemService
 from cvops.gateway.training.routes import JobsController
@@ -192,7 +192,9 @@ def create_app(
     document_routes(app)
     # Outermost layers (around routing, so 404/405 are counted and carry the id too).
     web = create_web_app(app.state)  # the web UI under /ui/ (its own app, out of /schema)
-    app.asgi_handler = with_correlation_id(metrics.middleware(with_web_ui(app.asgi_handler, web)))
+    app.asgi_handler = with_correlation_id(
+        metrics.middleware(with_fresh_not_found(with_web_ui(app.asgi_handler, web), app.state))
+    )
     return app
 
 

@@ -33,6 +33,10 @@ log = get_logger(__name__)
 WRITE_ATTEMPTS = 3
 
 
+# how long a read that found nothing waits for events this process has not applied yet
+FRESH_WAIT_S = 2.0
+
+
 @dataclass
 class Gateway:
     """What every context's service works with: settings, the bus, the projection, metrics."""
@@ -57,6 +61,21 @@ class Gateway:
 
     def stamp(self, actor: str, correlation_id: str) -> Stamp:
         return Stamp(now=datetime.now(UTC), actor=actor, correlation_id=correlation_id)
+
+    async def refreshed(self, timeout: float = FRESH_WAIT_S) -> bool:
+        """Wait until this process's projections have what the log held a moment ago; False
+        when they already had it (an answer from them stands as it is).
+
+        A write waits for the projection of the process that took it; another gateway worker,
+        or a service's event, may not be applied here yet when the next request asks."""
+        moved = False
+        for runner in (self.runner, self.identity_runner):
+            if runner is None or runner.bus is None:
+                continue
+            last = await runner.bus.last_seq(runner.stream)
+            if runner.position < last:
+                moved = await runner.wait_for(last, timeout) or moved
+        return moved
 
     def check_connected(self) -> None:
         """Refuse a write at once while NATS is disconnected (``NotWritten``): the client

@@ -10,6 +10,12 @@ route's guards run before the cache is consulted, as for any request.
 
 The entries live in :class:`ReadCache`, a small LRU bounded in entries and bytes (keys of an
 older commit are never asked for again, so the bound is what frees them).
+
+A read that finds nothing (404) is not final while the log holds events this process has not
+applied: ``with_fresh_not_found`` then waits for them and reads once more. A write waits for
+the projection of the worker that took it; without this, the next request on another
+connection, landing on another gateway worker a few milliseconds behind, could be told that
+what it just created does not exist.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from typing import Any
 
 from litestar import Request
 from litestar.stores.base import Store
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 STORE = "gateway-reads"
 # responses of distinct paths and queries at one commit count, and a few behind it
@@ -92,3 +99,40 @@ class ReadCache(Store):
     def size(self) -> int:
         """How many responses it holds (no ``__len__``: an empty store must stay truthy)."""
         return len(self._entries)
+
+
+def with_fresh_not_found(app: ASGIApp, state: Any) -> ASGIApp:
+    """Read a GET again that answered 404 while this process's projections were behind the
+    log (``Gateway.refreshed``), once they have caught up; other answers pass at once."""
+
+    async def fresh(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+            await app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def hold_not_found(message: Message) -> None:
+            if held or (message["type"] == "http.response.start" and message["status"] == 404):
+                held.append(message)
+            else:
+                await send(message)
+
+        await app(scope, receive, hold_not_found)
+        gateway = getattr(state, "gateway", None)
+        if not held or gateway is None or not await gateway.refreshed():
+            for message in held:
+                await send(message)
+            return
+        scope.get("state", {}).pop(_KEY, None)  # a key of the commit count it reads at now
+        body_sent = False
+
+        async def once_empty() -> Any:
+            nonlocal body_sent
+            if not body_sent:  # a GET's (empty) body, again; then whatever the client does
+                body_sent = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            return await receive()
+
+        await app(scope, once_empty, send)
+
+    return fresh
