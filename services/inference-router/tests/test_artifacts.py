@@ -196,6 +196,7 @@ async def test_the_int8_engine_is_not_the_fp32_file(
     b = built["onnxruntime-cpu/int8"]
     name = f"art-{tag}-int8-only"
     assert isinstance(await _deploy(bus, name, tag, b), DeploymentReady)
+    router.wait_model_ready(name)  # the router routes it once its projection has the event
     x = np.random.default_rng(3).normal(size=(4, 3, 32, 32)).astype(np.float32)
     fp32 = _run_in_process("onnxruntime-cpu", onnx_models["v1"], x)
     body, headers = binary_request(x)
