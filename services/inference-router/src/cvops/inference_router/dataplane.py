@@ -284,6 +284,9 @@ http {{
             proxy_set_header Connection "";
             proxy_set_header Authorization "";
             proxy_set_header X-Request-Key "";
+            # the body goes on to Triton as it arrives (a 224x224 float tensor is 600 KB):
+            # a retry elsewhere is then possible only before the first byte went out
+            proxy_request_buffering off;
             proxy_next_upstream error timeout http_503 non_idempotent;
             proxy_next_upstream_tries 2;
             proxy_connect_timeout 2s;
