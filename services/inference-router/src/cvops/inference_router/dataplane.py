@@ -5,9 +5,10 @@ A Python hop costs 180-280 µs of CPU per request on 2 cores (measured by
 (``dataplane.js``, the same rule as ``proxy.py``) checks the bearer token, resolves the
 version (pinned, canary by weight, sticky by ``X-Request-Key``) and names the upstream
 group of the Triton instances that serve it; nginx sends the bytes there with keep-alive,
-least-connections and one retry elsewhere on a connection failure or a 503. Every other
-route goes to the router's aiohttp app over loopback. gRPC stays in the router: nginx
-cannot route it by model name (the name is inside the protobuf body).
+least-connections and one retry elsewhere on a connection failure (the body is streamed
+on as it arrives, so not once it went out). Every other route goes to the router's aiohttp
+app over loopback. gRPC stays in the router: nginx cannot route it by model name (the name
+is inside the protobuf body).
 
 The router keeps nginx's state in files that the rule reads per request, one per deployment
 (``routes/<name>``) and one per live token digest (``tokens/<sha256>``), written atomically
