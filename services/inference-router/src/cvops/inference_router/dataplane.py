@@ -50,7 +50,7 @@ from cvops.domain.identity import TokenState, UserState, token_refusal
 from cvops.inference_router.metrics import RouterMetrics
 from cvops.inference_router.projection import DeploymentRow
 from cvops.inference_router.routing import Instance, Pool
-from cvops.inference_router.triton import _die_with_parent
+from cvops.inference_router.triton import die_with_parent
 
 log = get_logger(__name__)
 
@@ -432,7 +432,7 @@ class NginxDataPlane:
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         if not await self._answers(self.generation, START_TIMEOUT_S):
             code = self.process.returncode

@@ -32,7 +32,7 @@ PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child: SIGTERM when the router dies, even by SIGKILL (no orphaned Triton)."""
     if _libc is not None:
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -207,7 +207,7 @@ class LocalTriton:
                 stderr=asyncio.subprocess.STDOUT,
                 env=server_environment(),
                 start_new_session=True,  # its own group: its stubs die with it
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log_fh.close()
