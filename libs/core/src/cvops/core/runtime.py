@@ -7,6 +7,7 @@ consumer on error) before the connection drains, so nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -18,6 +19,27 @@ from cvops.core.presence import Presence
 from cvops.core.settings import Settings, load_settings
 
 Main = Callable[[Bus, Settings, asyncio.Event], Awaitable[None]]
+
+# objects allocated between two young collections (CPython's default: 700)
+YOUNG_GC_THRESHOLD = 10_000
+
+
+def freeze_startup_heap() -> None:
+    """Keep the garbage collector off what a server holds from start to stop.
+
+    A full collection walks every tracked object, and the loop stops while it runs: under
+    the 1,000-user load a gateway worker of ~150,000 objects (modules, the app, SQLAlchemy's
+    tables and compiled statements, the projection's caches) paused its event loop 14-16
+    times in 150 s for a median 110 ms (max 260 ms), which set the p99 of every read. Called
+    once the service has started, this collects, then moves every surviving object to the
+    permanent generation (``gc.freeze``), so later collections walk only what was allocated
+    since; young collections run every ``YOUNG_GC_THRESHOLD`` allocations instead of 700,
+    so fewer request-scoped objects live long enough to be promoted.
+    """
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GC_THRESHOLD, older, oldest)
 
 
 def run_service(name: str, main: Main, settings: Settings | None = None) -> None:

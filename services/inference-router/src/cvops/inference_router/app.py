@@ -14,6 +14,7 @@ from aiohttp import web
 
 from cvops.core import Bus, ProjectionRunner, Settings, WorkConsumer, get_logger
 from cvops.core.local import TRITON, Layout
+from cvops.core.runtime import freeze_startup_heap
 from cvops.inference_router import identity
 from cvops.inference_router.api import MAX_BODY, KServeHttp
 from cvops.inference_router.dataplane import DataPlaneUnavailable, NginxDataPlane, find_nginx
@@ -353,6 +354,7 @@ async def main(bus: Bus, settings: Settings, stop: asyncio.Event) -> None:
     router = Router(bus, settings)
     try:
         await router.start()
+        freeze_startup_heap()  # a process of its own: keep the collector off its startup heap
         await stop.wait()
     finally:
         with contextlib.suppress(Exception):
