@@ -407,7 +407,10 @@ async def served_int8(bus: Bus, artifact: Artifact) -> ServedArtifact:
 
 
 async def deploy_all(
-    settings: object, models: dict[Model, Path], int8: dict[Model, Artifact]
+    settings: object,
+    models: dict[Model, Path],
+    int8: dict[Model, Artifact],
+    queue_delay_us: int = 100,
 ) -> None:
     bus = await Bus.connect(settings, name="bench")  # type: ignore[arg-type]
     try:
@@ -425,7 +428,7 @@ async def deploy_all(
                     precision="int8",
                     served=await served_int8(bus, int8[model]),
                     max_batch_size=32,
-                    max_queue_delay_us=100,
+                    max_queue_delay_us=queue_delay_us,
                 )
             await t.request_deployment(
                 bus,
@@ -434,7 +437,7 @@ async def deploy_all(
                 1,
                 actor="bench-admin",
                 max_batch_size=32,
-                max_queue_delay_us=100,
+                max_queue_delay_us=queue_delay_us,
             )
             await t.request_deployment(
                 bus,
@@ -463,6 +466,12 @@ def main() -> int:
         choices=("auto", "nginx", "python"),
         help="who answers the router's HTTP port (CVOPS_ROUTER_DATA_PLANE)",
     )
+    ap.add_argument(
+        "--queue-delay-us",
+        type=int,
+        default=100,
+        help="the batched deployments' max_queue_delay_us (direct and routed alike)",
+    )
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # a cheaper client
@@ -482,7 +491,7 @@ def main() -> int:
         models = {m: build(m, root) for m in chosen}
         int8 = {m: build_int8(m, models[m], root) for m in chosen if m.int8}
         router = t.RouterProcess(settings, root / "router.log").start()
-        asyncio.run(deploy_all(settings, models, int8))
+        asyncio.run(deploy_all(settings, models, int8, args.queue_delay_us))
         for m in chosen:
             router.wait_model_ready(m.name)
             router.wait_model_ready(f"{m.name}-nobatch")

@@ -8,6 +8,7 @@ The reporter's part is played by hand: the files go into the object store and
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from cvops.contracts import ArtifactRef, Stamp
@@ -235,3 +237,50 @@ async def test_the_document_declares_every_status_the_report_routes_answered(
     assert undeclared_statuses(document, observed) == []
     html = document["paths"]["/models/{name}/versions/{version}/report.html"]["get"]
     assert "text/html" in html["responses"]["200"]["content"]
+
+
+async def test_a_page_stored_in_parts_is_served_whole(
+    platform: Platform, bus: Bus, client: httpx.AsyncClient
+) -> None:
+    """The reporter stores a page as three blobs (what precedes Vega's JavaScript, the
+    JavaScript every page shares, what follows); a reader gets the one page ``html`` names."""
+    model, viewer = model_name(), platform.headers("viewer")
+    parts = [b"<!DOCTYPE html><html><head><script>", b"var vega = 1;" * 1000, b"</script></html>"]
+    page = b"".join(parts)
+    event, _ = await announce(bus, platform, model, 70)
+    artifacts = ArtifactStore(bus)
+    stored = [await artifacts.put_bytes(p, filename=f"part{i}") for i, p in enumerate(parts)]
+    whole = ArtifactRef(sha256=hashlib.sha256(page).hexdigest(), size=len(page))
+    split = msgspec.structs.replace(
+        event,
+        event_id=uuid.uuid4(),
+        html=whole,
+        html_parts=stored,
+        last_seq=71,
+    )
+    await wait_for(platform, (await bus.publish(split)).seq)
+    served = await client.get(f"/models/{model}/versions/1/report.html", headers=viewer)
+    assert served.status_code == 200 and served.content == page
+    assert served.headers["content-length"] == str(len(page))
+    assert served.headers["x-content-sha256"] == whole.sha256
+
+    # one part gone from the store: a 404 before any byte, not a page cut short
+    gone = model_name()
+    event, _ = await announce(bus, platform, gone, 72)
+    missing = ArtifactRef(sha256=uuid.uuid4().hex * 2, size=9)
+    await wait_for(
+        platform,
+        (
+            await bus.publish(
+                msgspec.structs.replace(
+                    event,
+                    event_id=uuid.uuid4(),
+                    html=whole,
+                    html_parts=[stored[0], missing, stored[2]],
+                    last_seq=73,
+                )
+            )
+        ).seq,
+    )
+    refused = await client.get(f"/models/{gone}/versions/1/report.html", headers=viewer)
+    assert refused.status_code == 404 and "no longer in the object store" in refused.text

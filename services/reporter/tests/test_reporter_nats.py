@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import signal
 import socket
 import subprocess
@@ -64,6 +65,16 @@ async def first(
                 return at, event
         await asyncio.sleep(0.02)
     raise AssertionError(f"no matching report.generated in {timeout} s:\n{log.read_text()[-4000:]}")
+
+
+async def stored_page(store: ArtifactStore, report: ReportGenerated) -> str:
+    """The page the gateway serves: its stored parts, one after the other, which must be
+    the bytes ``report.html`` names; the whole page itself is not stored."""
+    page = b"".join([await store.get_bytes(part.sha256) for part in report.html_parts])
+    assert hashlib.sha256(page).hexdigest() == report.html.sha256
+    assert len(page) == report.html.size and len(report.html_parts) == 3
+    assert not await store.exists(report.html.sha256)
+    return page.decode()
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
@@ -136,7 +147,7 @@ async def test_a_completed_benchmark_regenerates_the_report_and_announces_it_wit
             assert set(report.charts) >= {"latency", "throughput", "memory", "pareto", "samples"}
 
             store = ArtifactStore(bus)
-            page = (await store.get_bytes(report.html.sha256)).decode()
+            page = await stored_page(store, report)
             assert completed.reason in page and report.html.media_type == "text/html"
             assert (await store.get_bytes(report.pdf.sha256)).startswith(b"%PDF")
             png = await store.get_bytes(report.charts["latency"].sha256)
@@ -148,8 +159,11 @@ async def test_a_completed_benchmark_regenerates_the_report_and_announces_it_wit
                 seen, lambda r: (r.model_name, r.version) == key and r.last_seq >= last, 30, log
             )
             assert deployed.missing == [] and deployed.deployments == ["digits"]
-            page = (await store.get_bytes(deployed.html.sha256)).decode()
+            page = await stored_page(store, deployed)
             assert "live numbers unavailable" in page
+            # both pages carry Vega's JavaScript; the store holds it once
+            assert report.html_parts[1] == deployed.html_parts[1]
+            assert report.html_parts[1].size > 500_000 > deployed.html_parts[0].size
     finally:
         rc = stop(proc)
     assert rc == 0, log.read_text()[-4000:]

@@ -45,7 +45,9 @@ class ReportGenerated(_ReportEvent, tag="report.generated.v1"):
     """The report of ``model_name:version`` was rebuilt from the log up to ``last_seq``.
 
     ``html`` works offline (Vega's JavaScript is bundled in it, nothing comes from a
-    network), ``pdf`` holds the same sections and charts, ``data`` is every number behind
+    network); when ``html_parts`` is set, the page is stored as those blobs, whose
+    concatenation is ``html`` (its sha256 and size), so the JavaScript every page carries is
+    stored once. ``pdf`` holds the same sections and charts, ``data`` is every number behind
     them as JSON, and ``charts`` maps each chart's name to its PNG. ``sections`` lists the
     sections with results; ``missing`` says what each other section still waits for.
     """
@@ -53,6 +55,7 @@ class ReportGenerated(_ReportEvent, tag="report.generated.v1"):
     html: ArtifactRef
     pdf: ArtifactRef
     data: ArtifactRef
+    html_parts: list[ArtifactRef] = []
     charts: dict[str, ArtifactRef] = {}
     sections: list[str] = []
     missing: list[MissingSection] = []

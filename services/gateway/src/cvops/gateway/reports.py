@@ -7,7 +7,9 @@ routes under ``/models/{name}/versions/{version}/report``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
@@ -124,8 +126,11 @@ class ReportService:
         """The HTML, PDF or JSON of the newest report, if the object store still has it."""
         report = self.latest(name, version)
         ref = {"html": report.html, "pdf": report.pdf, "json": report.data}[kind]
+        # a page stored in parts (its shared JavaScript once for every report) goes out whole
+        parts = list(report.html_parts) if kind == "html" else []
         media_type, suffix, disposition = _FILES[kind]
-        return await self._stream(ref, f"{name}-v{version}-{suffix}", media_type, disposition)
+        filename = f"{name}-v{version}-{suffix}"
+        return await self._stream(ref, filename, media_type, disposition, parts or [ref])
 
     async def chart(self, name: str, version: int, chart: str) -> ReportFile:
         """One chart of the newest report as PNG (``chart`` is ``<name>.png``)."""
@@ -135,22 +140,38 @@ class ReportService:
             known = ", ".join(f"{c}.png" for c in report.charts) or "none"
             raise NotFound(f"the report of {name}:{version} has no chart {chart!r} ({known})")
         filename = f"{name}-v{version}-{chart}"
-        return await self._stream(ref, filename, CHART_MEDIA_TYPE, "inline")
+        return await self._stream(ref, filename, CHART_MEDIA_TYPE, "inline", [ref])
 
     async def _stream(
-        self, ref: ArtifactRef, filename: str, media_type: str, disposition: str
+        self,
+        ref: ArtifactRef,
+        filename: str,
+        media_type: str,
+        disposition: str,
+        stored: list[ArtifactRef],
     ) -> ReportFile:
-        if not await self.artifacts.exists(ref.sha256):
-            raise NotFound(f"{filename} is no longer in the object store")
+        """``ref`` (its size and digest in the headers) streamed from the blobs ``stored``
+        as, one after the other."""
+        for blob in stored:
+            if not await self.artifacts.exists(blob.sha256):
+                raise NotFound(f"{filename} is no longer in the object store")
         spool = self.gateway.settings.home_path / "spool"
         spool.mkdir(parents=True, exist_ok=True)
         return ReportFile(
             artifact=ref,
             filename=filename,
-            chunks=self.artifacts.iter_chunks(ref.sha256, spool),
+            chunks=_concatenated(self.artifacts, [b.sha256 for b in stored], spool),
             media_type=media_type,
             disposition=disposition,
         )
+
+
+async def _concatenated(
+    artifacts: ArtifactStore, digests: list[str], spool: Path
+) -> AsyncIterator[bytes]:
+    for digest in digests:
+        async for chunk in artifacts.iter_chunks(digest, spool):
+            yield chunk
 
 
 # -- routes ------------------------------------------------------------------------------------

@@ -33,6 +33,14 @@ class Rendered(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
     pngs: dict[str, bytes]
 
+    def html_parts(self) -> list[bytes]:
+        """The page as the blobs it is stored as: what precedes Vega's JavaScript, the
+        JavaScript, what follows. The middle one (~0.85 MB, 97 % of a page) is the same in
+        every report this process renders, so the object store keeps it once."""
+        bundle = javascript_bundle().encode()
+        head, found, tail = self.html.partition(bundle)
+        return [head, bundle, tail] if found else [self.html]
+
 
 @functools.cache
 def vl_version() -> str | None:

@@ -10,6 +10,7 @@ reflects, so two instances that build the same report publish it once.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import time
 import urllib.request
@@ -323,14 +324,23 @@ class Reporter:
     async def _publish(self, report: Report, rendered: Rendered, due: p.Due) -> ReportGenerated:
         stem = f"{report.model_name}-v{report.version}-report"
         names = sorted(rendered.pngs)
-        # one object-store write each, all at once (each waits for its fsync)
-        html, pdf, data, *pngs = await asyncio.gather(
-            self._put(rendered.html, "text/html", f"{stem}.html"),
+        parts = rendered.html_parts()
+        # one object-store write each, all at once (each waits for its fsync); the page's
+        # shared JavaScript is a no-op after the first report
+        pdf, data, *stored = await asyncio.gather(
             self._put(rendered.pdf, "application/pdf", f"{stem}.pdf"),
             self._put(rendered.data, "application/json", f"{stem}.json"),
             *(self._put(rendered.pngs[n], "image/png", f"{stem}-{n}.png") for n in names),
+            *(self._put(part, "text/html", f"{stem}.html.part{i}") for i, part in enumerate(parts)),
         )
+        pngs, html_parts = stored[: len(names)], stored[len(names) :]
         charts = dict(zip(names, pngs, strict=True))
+        html = ArtifactRef(
+            sha256=hashlib.sha256(rendered.html).hexdigest(),
+            size=len(rendered.html),
+            media_type="text/html",
+            filename=f"{stem}.html",
+        )
         stamp = Stamp(
             now=self.clock(),
             actor="reporter",
@@ -342,6 +352,7 @@ class Reporter:
             model_name=report.model_name,
             version=report.version,
             html=html,
+            html_parts=html_parts,
             pdf=pdf,
             data=data,
             charts=charts,
