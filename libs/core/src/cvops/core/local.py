@@ -557,6 +557,7 @@ def ensure_nats(
             log_file=layout.log_file(NATS),
             detach=True,
             authorization=embedded_authorization(layout),
+            prof_port=settings.nats_prof_port,
         )
     except RuntimeError as err:
         raise LaunchError(
@@ -902,6 +903,7 @@ def run_nats_foreground(settings: Settings) -> None:
         monitor_port=settings.nats_monitor_port,
         sync_always=settings.nats_sync_always,
         authorization=embedded_authorization(layout),
+        prof_port=settings.nats_prof_port,
     )
     binary = nats_server_binary()
     os.execv(binary, [binary, "-c", str(conf)])

@@ -31,12 +31,14 @@ def write_config(
     monitor_port: int | None,
     sync_always: bool = True,
     authorization: str = "",
+    prof_port: int = 0,
 ) -> Path:
     """Write a nats-server config (mode 0600: it holds the users' passwords); ``port=-1``
     lets the server pick a free port.
 
     ``sync_interval: always`` makes an acknowledged publish an fsynced one (Jepsen's
     NATS 2.12.1 analysis: the default two-minute fsync loses acknowledged writes).
+    ``prof_port`` (0: none) serves the Go profiler, e.g. ``/debug/pprof/heap?debug=1``.
     ``authorization``: the users block (``cvops.core.nats_auth``); empty: no authentication
     (throwaway test servers only).
     """
@@ -55,6 +57,8 @@ def write_config(
     lines.append("}")
     if monitor_port is not None:
         lines.insert(1, f"http_port: {monitor_port}")
+    if prof_port:
+        lines.insert(1, f"prof_port: {prof_port}")
     text = "\n".join(lines) + "\n" + authorization
     conf = store_dir / "nats.conf"
     fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -73,6 +77,7 @@ def start_nats(
     log_file: Path | None = None,
     detach: bool = False,
     authorization: str = "",
+    prof_port: int = 0,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """Start nats-server with JetStream; return the process and its client port."""
     conf = write_config(
@@ -81,6 +86,7 @@ def start_nats(
         monitor_port=monitor_port,
         sync_always=sync_always,
         authorization=authorization,
+        prof_port=prof_port,
     )
     for old in store_dir.glob("nats-server_*.ports"):
         old.unlink()

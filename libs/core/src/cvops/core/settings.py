@@ -20,6 +20,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     nats_password: str = ""
     nats_port: int = 4250
     nats_monitor_port: int = 8250
+    # the embedded NATS's Go profiler (/debug/pprof/heap on 127.0.0.1), 0: off
+    nats_prof_port: int = 0
     nats_sync_always: bool = True
     stream_replicas: int = 1
     duplicate_window_s: float = 120.0
