@@ -284,3 +284,29 @@ async def test_a_page_stored_in_parts_is_served_whole(
     )
     refused = await client.get(f"/models/{gone}/versions/1/report.html", headers=viewer)
     assert refused.status_code == 404 and "no longer in the object store" in refused.text
+
+
+async def test_a_corrupt_last_part_is_an_error_status_not_a_page_cut_short(
+    platform: Platform, bus: Bus, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    model, viewer = model_name(), platform.headers("viewer")
+    artifacts = ArtifactStore(bus)
+    head = await artifacts.put_bytes(b"<html><head><script>", filename="part0")
+    body = await artifacts.put_bytes(b"var vega = 2;" * 1000, filename="part1")
+    # a blob whose bytes are not those its name says (a damaged store)
+    damaged = tmp_path / "tail"
+    damaged.write_bytes(b"</script></html> but not as stored")
+    tail = await artifacts.put_file(damaged, sha256=hashlib.sha256(b"</html>").hexdigest())
+    event, _ = await announce(bus, platform, model, 80)
+    split = msgspec.structs.replace(
+        event,
+        event_id=uuid.uuid4(),
+        html=ArtifactRef(sha256="0" * 64, size=13_100),
+        html_parts=[head, body, tail],
+        last_seq=81,
+    )
+    await wait_for(platform, (await bus.publish(split)).seq)
+    served = await client.get(f"/models/{model}/versions/1/report.html", headers=viewer)
+    # the damage is found before the status line goes out
+    assert served.status_code == 500, served.status_code
+    assert b"var vega" not in served.content

@@ -7,12 +7,12 @@ routes under ``/models/{name}/versions/{version}/report``.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
 
+import nats.js.errors
 from litestar import Controller, get
 from litestar.openapi import ResponseSpec
 from litestar.response import Stream
@@ -150,27 +150,39 @@ class ReportService:
         disposition: str,
         stored: list[ArtifactRef],
     ) -> ReportFile:
-        """``ref`` (its size and digest in the headers) streamed from the blobs ``stored``
-        as, one after the other."""
+        """``ref`` (its size and digest go in the headers), streamed as the blobs ``stored``
+        one after the other. Every blob is fetched, checked and its first chunk read before
+        this returns, so a failure is an error status, never a 200 whose body stops short."""
+        gone = NotFound(f"{filename} is no longer in the object store")
         for blob in stored:
             if not await self.artifacts.exists(blob.sha256):
-                raise NotFound(f"{filename} is no longer in the object store")
+                raise gone
         spool = self.gateway.settings.home_path / "spool"
         spool.mkdir(parents=True, exist_ok=True)
+        blobs = [self.artifacts.iter_chunks(part.sha256, spool) for part in stored]
+        try:
+            firsts = [await anext(chunks, b"") for chunks in blobs]
+        except (nats.js.errors.NotFoundError, nats.js.errors.ObjectNotFoundError) as err:
+            for chunks in blobs:
+                await chunks.aclose()
+            raise gone from err
         return ReportFile(
             artifact=ref,
             filename=filename,
-            chunks=_concatenated(self.artifacts, [b.sha256 for b in stored], spool),
+            chunks=_joined(firsts, blobs),
             media_type=media_type,
             disposition=disposition,
         )
 
 
-async def _concatenated(
-    artifacts: ArtifactStore, digests: list[str], spool: Path
+async def _joined(
+    firsts: list[bytes], blobs: list[AsyncGenerator[bytes, None]]
 ) -> AsyncIterator[bytes]:
-    for digest in digests:
-        async for chunk in artifacts.iter_chunks(digest, spool):
+    """Each blob's first chunk (read already), then the rest of it, blob after blob."""
+    for first, rest in zip(firsts, blobs, strict=True):
+        if first:
+            yield first
+        async for chunk in rest:
             yield chunk
 
 
