@@ -183,8 +183,10 @@ class HttpTarget:
 class OrtTarget:
     """The same closed loop on one in-process ORT session (threads; ORT frees the GIL)."""
 
-    def __init__(self, model: Path, x: np.ndarray) -> None:
-        self.session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    def __init__(self, model: Path, x: np.ndarray, threads: int = 0) -> None:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: ORT's choice, as the served session
+        self.session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
         self.x = x
 
     async def run(self, concurrency: int, seconds: float) -> tuple[list[float], int]:
@@ -472,7 +474,16 @@ def main() -> int:
         default=100,
         help="the batched deployments' max_queue_delay_us (direct and routed alike)",
     )
+    ap.add_argument(
+        "--engine-threads",
+        type=int,
+        default=0,
+        help="each engine's threads, served (CVOPS_ROUTER_ENGINE_THREADS) and in-process "
+        "alike; 0: ONNX Runtime's choice (every core)",
+    )
     args = ap.parse_args()
+    # the router is timed, not traced: the test helpers start services under coverage
+    os.environ["COVERAGE_PROCESS_START"] = ""
     levels = [int(c) for c in args.concurrency.split(",")]
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # a cheaper client
     unknown = set(args.models.split(",")) - set(MODELS)
@@ -486,7 +497,9 @@ def main() -> int:
     try:
         base = load_settings({}, nats_url=f"nats://127.0.0.1:{port}", log_level="warning")
         settings = msgspec.structs.replace(
-            t.router_settings(base, root / "home"), router_data_plane=args.data_plane
+            t.router_settings(base, root / "home"),
+            router_data_plane=args.data_plane,
+            router_engine_threads=args.engine_threads,
         )
         models = {m: build(m, root) for m in chosen}
         int8 = {m: build_int8(m, models[m], root) for m in chosen if m.int8}
@@ -502,7 +515,9 @@ def main() -> int:
         nginx_pid = root / "home" / "inference-router" / "nginx" / "nginx.pid"
         plane = process_group(int(nginx_pid.read_text())) if nginx_pid.exists() else []
         print(
-            f"router data plane: {'nginx' if plane else 'python'} (--data-plane {args.data_plane})"
+            f"router data plane: {'nginx' if plane else 'python'} "
+            f"(--data-plane {args.data_plane}); "
+            f"engine threads: {args.engine_threads or 'ONNX Runtime default'}"
         )
         cells: list[Cell] = []
         for m in chosen:
@@ -516,9 +531,10 @@ def main() -> int:
                 for suffix, name in deployments.items():
                     targets[f"router{suffix}"] = HttpTarget(router.http, name, body, headers)
                     targets[f"triton{suffix}"] = HttpTarget(router.triton_http, name, body, headers)
-                targets["ort-inproc"] = OrtTarget(models[m], x)
+                threads = args.engine_threads
+                targets["ort-inproc"] = OrtTarget(models[m], x, threads)
                 if m in int8:
-                    targets["ort-int8-inproc"] = OrtTarget(Path(int8[m].path), x)
+                    targets["ort-int8-inproc"] = OrtTarget(Path(int8[m].path), x, threads)
                 if c == 16:
                     nobatch = f"{m.name}-nobatch"
                     targets["router-nobatch"] = HttpTarget(router.http, nobatch, body, headers)

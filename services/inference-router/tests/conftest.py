@@ -34,7 +34,9 @@ def onnx_models() -> Iterator[dict[str, Path]]:
 
 
 @pytest.fixture(scope="module")
-def base_settings(nats_server: NatsServer, data_plane: str) -> Iterator[Settings]:
+def base_settings(
+    nats_server: NatsServer, data_plane: str, engine_threads: int
+) -> Iterator[Settings]:
     home = Path(tempfile.mkdtemp(prefix="cvops-router-"))
     try:
         base = load_settings(
@@ -43,6 +45,7 @@ def base_settings(nats_server: NatsServer, data_plane: str) -> Iterator[Settings
             home=str(home),
             log_json=True,
             router_data_plane=data_plane,
+            router_engine_threads=engine_threads,
         )
         yield router_settings(base, home / "home")
     finally:
@@ -54,6 +57,12 @@ def data_plane() -> str:
     """Who answers the router's HTTP port: nginx where it is installed (a module overrides
     this to run its tests on both)."""
     return "auto"
+
+
+@pytest.fixture(scope="module")
+def engine_threads() -> int:
+    """The router's ``router_engine_threads`` (0: the runtime's choice; a module may set it)."""
+    return 0
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,12 @@ def data_plane(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
+def engine_threads() -> int:
+    """Every engine here runs on one thread: the router's setting reaches each deployment."""
+    return 1
+
+
+@pytest.fixture(scope="module")
 def token(tag: str) -> str:
     """The viewer's API token (a secret of its own per run: one digest, one token)."""
     return f"cvops_test_secret_{tag}"
@@ -461,6 +467,7 @@ def test_generated_config_pbtxt_parses_as_tritons_model_config(
     assert list(config.version_policy.specific.versions) == [2]
     assert config.dynamic_batching.max_queue_delay_microseconds == 300
     assert list(config.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert config.parameters["INTRA_OP_THREADS"].string_value == "1"  # router_engine_threads
     assert (path / "2" / "model.py").exists() and (path / "2" / "model.onnx").exists()
     assert not (path / "1").exists()
 

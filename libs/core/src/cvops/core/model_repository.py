@@ -153,11 +153,13 @@ def deployment_entry(
     io: tuple[list[TensorSpec], list[TensorSpec]],
     *,
     native: bool,
+    engine_threads: int = 0,
 ) -> ModelEntry:
     """The model entry of a deployment serving ``versions`` (its arms run ``engines``).
 
     ``native``: the engines' native backend of the NGC image (one per model: arms of
     engines of different backends are refused); otherwise the python backend.
+    ``engine_threads``: the python backend's engine threads (0: the runtime's choice).
     """
     backend: Backend = "python"
     if native:
@@ -181,6 +183,7 @@ def deployment_entry(
         instance_count=spec.instance_count,
         gpu=spec.engine in GPU_ENGINES,
         execution_providers=providers or ["CPUExecutionProvider"],
+        intra_op_threads=max(0, engine_threads),
         precision=spec.precision,
     )
 

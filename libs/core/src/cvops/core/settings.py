@@ -36,6 +36,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # who answers the router's HTTP port: "nginx" (the router writes its config and state),
     # "python" (the router's own listener), "auto": nginx where it and its njs module exist
     router_data_plane: str = "auto"
+    # CPU threads each served engine's session may use (ONNX Runtime's intra-op pool, OpenVINO's
+    # inference threads), 0: the runtime's own choice, every core. Set it on a shared host:
+    # every deployment's engine otherwise sizes (and spins) its pool for the whole machine
+    router_engine_threads: int = 0
     nginx_binary: str = ""  # empty: nginx on PATH, /usr/local/sbin or /usr/sbin
     nginx_njs_module: str = ""  # empty: ngx_http_js_module.so in /usr/{local/,}lib/nginx/modules
     triton_http_port: int = 8100

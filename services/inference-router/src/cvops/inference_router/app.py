@@ -90,6 +90,7 @@ class Router:
             cache=self.home / "artifacts",
             backend=backend,
             on_routes_changed=self._routes_changed,
+            engine_threads=settings.router_engine_threads,
         )
         self.consumer = WorkConsumer(
             bus,

@@ -93,6 +93,7 @@ class Deployer:
         cache: Path,
         backend: Backend,
         on_routes_changed: Callable[[], None],
+        engine_threads: int = 0,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.bus = bus
@@ -102,6 +103,7 @@ class Deployer:
         self.repository = repository
         self.cache = cache
         self.backend = backend
+        self.engine_threads = engine_threads
         self.store = ArtifactStore(bus)
         self.on_routes_changed = on_routes_changed
         self.clock = clock
@@ -423,7 +425,11 @@ class Deployer:
         name = spec.deployment if isinstance(spec, DeploymentRequested) else spec.name
         all_arms = arms(spec) if isinstance(spec, DeploymentRequested) else list(spec.arms)
         engines = [a.engine for a in all_arms]
-        return deployment_entry(name, spec, engines, versions, io, native=self.backend != "python")
+        native = self.backend != "python"
+        threads = self.engine_threads
+        return deployment_entry(
+            name, spec, engines, versions, io, native=native, engine_threads=threads
+        )
 
     async def _load(
         self, inst: Instance, name: str, versions: tuple[int, ...], *, routed: bool = True
