@@ -67,6 +67,16 @@ def test_every_backend_writes_a_config_that_parses_as_model_config(backend: str)
         assert config.default_model_filename == expected
 
 
+@pytest.mark.parametrize(
+    ("backend", "key"), [("python", "INTRA_OP_THREADS"), ("onnxruntime", "intra_op_thread_count")]
+)
+def test_engine_threads_reach_the_backend_that_runs_the_engine(backend: str, key: str) -> None:
+    bounded = parse_config(config_pbtxt(entry(backend=backend, intra_op_threads=4)))
+    assert bounded.parameters[key].string_value == "4"
+    free = parse_config(config_pbtxt(entry(backend=backend)))
+    assert free.parameters[key].string_value in ("", "0")  # the runtime's own choice
+
+
 def test_onnxruntime_with_tensorrt_provider_asks_for_the_tensorrt_accelerator() -> None:
     e = entry(
         backend="onnxruntime",

@@ -230,6 +230,8 @@ def model_config(entry: ModelEntry) -> mc.ModelConfig:
         _param(config, "INTRA_OP_THREADS", str(entry.intra_op_threads))
     elif entry.backend == "onnxruntime":
         config.default_model_filename = "model.onnx"
+        if entry.intra_op_threads > 0:  # the ONNX Runtime backend's own parameter
+            _param(config, "intra_op_thread_count", str(entry.intra_op_threads))
         if "TensorrtExecutionProvider" in entry.execution_providers and entry.gpu:
             accel = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
             accel.name = "tensorrt"
