@@ -159,7 +159,8 @@ def deployment_entry(
 
     ``native``: the engines' native backend of the NGC image (one per model: arms of
     engines of different backends are refused); otherwise the python backend.
-    ``engine_threads``: the python backend's engine threads (0: the runtime's choice).
+    ``engine_threads``: each engine's threads, the python backend's session or the native
+    ONNX Runtime backend's (0: the runtime's choice).
     """
     backend: Backend = "python"
     if native:
