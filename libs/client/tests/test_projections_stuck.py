@@ -21,6 +21,7 @@ from cvops.client.cli import cli
 from cvops.contracts import Stamp
 from cvops.contracts.identity import UserCreated
 from cvops.core import Bus, ProjectionRunner, Settings
+from cvops.core.projection import quarantine_path
 
 PROJECTION_MODULE = '''
 """Test projection: one row per user created; a user named poison-TAG cannot be applied."""
@@ -52,6 +53,10 @@ projection = Users()
 
 def db_path(settings):
     return Path(settings.home) / "poisoned.sqlite"
+
+
+def copies(settings):  # as the gateway's workers' files
+    return sorted(Path(settings.home).glob("poisoned-w*.sqlite"))
 '''
 
 
@@ -91,14 +96,17 @@ def _publish(settings: Settings, names: list[str]) -> list[int]:
     return asyncio.run(publish())
 
 
-def _run_service_until_stuck(settings: Settings) -> int:
-    """What the service does: follow the log; returns the seq it got stuck at."""
+def _run_service_until_stuck(settings: Settings, worker: int = 0) -> int:
+    """What the service does: follow the log; returns the seq it got stuck at. ``worker`` > 0:
+    as a gateway worker does, into a file of its own with worker 0's quarantine."""
     module = rebuild.load_projection("poisoned")
+    main = Path(module.db_path(settings))
+    path = main.with_name(f"{main.stem}-w{worker}{main.suffix}") if worker else main
 
     async def follow() -> int:
         bus = await Bus.connect(settings, name="test-stuck-service")
         runner = ProjectionRunner(
-            bus, module.projection, module.db_path(settings), stream=module.STREAM
+            bus, module.projection, path, stream=module.STREAM, quarantine=quarantine_path(main)
         )
         task = asyncio.create_task(runner.run())
         try:
@@ -150,3 +158,26 @@ def test_a_stuck_projection_is_shown_skipped_and_then_rebuilt_past(
     status = _cli("status")
     assert status.exit_code == 0, status.output
     assert f"skipped seqs: {seqs[1]}" in status.output and "STUCK" not in status.output
+
+
+def test_a_workers_copy_stuck_is_shown_under_its_worker_and_skipped_for_all(
+    poisoned: str, settings: Settings
+) -> None:
+    tag = poisoned
+    seqs = _publish(settings, [f"a-{tag}", f"poison-{tag}"])
+    assert _run_service_until_stuck(settings, worker=1) == seqs[1]
+
+    status = _cli("status")
+    assert status.exit_code == 1, status.output
+    assert "poisoned: no projection yet" in status.output  # worker 0 never ran here
+    assert f"poisoned (worker 1): checkpoint {seqs[0]}" in status.output
+    assert f"STUCK at seq {seqs[1]} (identity.user_created.v1)" in status.output
+    assert f"cvops projections skip poisoned {seqs[1]} --reason TEXT" in status.output
+    rows = {row["service"]: row for row in json.loads(_cli("status", "--json").output)}
+    assert rows["poisoned (worker 1)"]["stuck"]["seq"] == seqs[1]
+    assert rows["poisoned (worker 1)"]["file"].endswith("poisoned-w1.sqlite")
+
+    skipped = _cli("skip", "poisoned", str(seqs[1]), "--reason", "seed beyond 64 bits")
+    assert skipped.exit_code == 0, skipped.output
+    status = _cli("status")
+    assert f"poisoned (worker 1): checkpoint {seqs[0]}, skipped seqs: {seqs[1]}" in status.output

@@ -1444,9 +1444,10 @@ def projections_status(as_json: bool) -> None:
             )
             if state.stuck is not None:
                 stuck = state.stuck
+                owner = service.split(" (", 1)[0]  # a worker's copy: its service's quarantine
                 click.echo(f"  STUCK at seq {stuck.seq} ({stuck.type}): {stuck.reason}")
-                click.echo(f"  fix the cause and restart {service}, or skip the event:")
-                click.echo(f"  cvops projections skip {service} {stuck.seq} --reason TEXT")
+                click.echo(f"  fix the cause and restart {owner}, or skip the event:")
+                click.echo(f"  cvops projections skip {owner} {stuck.seq} --reason TEXT")
     if any(state is not None and state.stuck is not None for _, _, state in rows):
         click.get_current_context().exit(1)
 

@@ -34,6 +34,7 @@ from cvops.core.projection import (
     ProjectionStuck,
     Quarantined,
     quarantine_event,
+    quarantine_path,
     read_state,
 )
 
@@ -133,13 +134,21 @@ def _projection_of(module: ModuleType) -> Projection:
 def service_states(
     settings: Settings | None = None,
 ) -> list[tuple[str, Path, ProjectionState | None]]:
-    """Each installed projection: its service, file, and state (None: no file yet)."""
+    """Each installed projection: its service, file, and state (None: no file yet); then
+    each other copy the module names (``copies``: gateway worker i's file, as
+    ``gateway (worker i)``), which shares the first file's quarantine."""
     settings = settings or load_settings()
     out = []
     for service in sorted(projection_entry_points()):
         module = load_projection(service)
+        name = _projection_of(module).name
         db_path = Path(module.db_path(settings))
-        out.append((service, db_path, read_state(db_path, _projection_of(module).name)))
+        out.append((service, db_path, read_state(db_path, name)))
+        copies = getattr(module, "copies", None)
+        for path in copies(settings) if copies is not None else []:
+            worker = Path(path).stem.rsplit("-w", 1)[-1]
+            state = read_state(path, name, quarantine=quarantine_path(db_path))
+            out.append((f"{service} (worker {worker})", Path(path), state))
     return out
 
 

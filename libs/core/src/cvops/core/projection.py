@@ -191,13 +191,16 @@ class ProjectionState:
     quarantined: list[Quarantined]
 
 
-def read_state(db_path: Path | str, name: str) -> ProjectionState | None:
+def read_state(
+    db_path: Path | str, name: str, quarantine: Path | None = None
+) -> ProjectionState | None:
     """Checkpoint, stuck event and quarantine of the projection ``name`` in ``db_path``
-    (read-only; None when the file does not exist)."""
+    (read-only; None when the file does not exist). ``quarantine``: the quarantine file when
+    it is not the one beside ``db_path`` (a gateway worker's copy shares worker 0's)."""
     db_path = Path(db_path)
     if not db_path.exists():
         return None
-    quarantined = read_quarantine(quarantine_path(db_path))
+    quarantined = read_quarantine(quarantine or quarantine_path(db_path))
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
     try:
         row = conn.execute(_GET_CHECKPOINT, (name,)).fetchone()
