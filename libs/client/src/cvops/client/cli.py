@@ -1422,33 +1422,36 @@ def projections_status(as_json: bool) -> None:
             msgspec.json.encode(
                 [
                     {
-                        "service": service,
-                        "file": str(path),
-                        "exists": state is not None,
-                        "checkpoint": state.checkpoint if state else 0,
-                        "stuck": vars(state.stuck) if state and state.stuck else None,
-                        "quarantined": [vars(q) for q in state.quarantined] if state else [],
+                        "service": row.label,
+                        "worker": row.worker,
+                        "file": str(row.path),
+                        "exists": row.state is not None,
+                        "checkpoint": row.state.checkpoint if row.state else 0,
+                        "stuck": vars(row.state.stuck) if row.state and row.state.stuck else None,
+                        "quarantined": [vars(q) for q in row.state.quarantined]
+                        if row.state
+                        else [],
                     }
-                    for service, path, state in rows
+                    for row in rows
                 ]
             ).decode()
         )
     else:
-        for service, path, state in rows:
+        for row in rows:
+            state = row.state
             if state is None:
-                click.echo(f"{service}: no projection yet ({path})")
+                click.echo(f"{row.label}: no projection yet ({row.path})")
                 continue
             skipped = ", ".join(str(q.seq) for q in state.quarantined) or "none"
             click.echo(
-                f"{service}: checkpoint {state.checkpoint}, skipped seqs: {skipped} ({path})"
+                f"{row.label}: checkpoint {state.checkpoint}, skipped seqs: {skipped} ({row.path})"
             )
             if state.stuck is not None:
                 stuck = state.stuck
-                owner = service.split(" (", 1)[0]  # a worker's copy: its service's quarantine
                 click.echo(f"  STUCK at seq {stuck.seq} ({stuck.type}): {stuck.reason}")
-                click.echo(f"  fix the cause and restart {owner}, or skip the event:")
-                click.echo(f"  cvops projections skip {owner} {stuck.seq} --reason TEXT")
-    if any(state is not None and state.stuck is not None for _, _, state in rows):
+                click.echo(f"  fix the cause and restart {row.service}, or skip the event:")
+                click.echo(f"  cvops projections skip {row.service} {stuck.seq} --reason TEXT")
+    if any(row.state is not None and row.state.stuck is not None for row in rows):
         click.get_current_context().exit(1)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
@@ -131,24 +132,35 @@ def _projection_of(module: ModuleType) -> Projection:
     return projection() if isinstance(projection, type) else projection  # type: ignore[no-any-return]
 
 
-def service_states(
-    settings: Settings | None = None,
-) -> list[tuple[str, Path, ProjectionState | None]]:
-    """Each installed projection: its service, file, and state (None: no file yet); then
-    each other copy the module names (``copies``: gateway worker i's file, as
-    ``gateway (worker i)``), which shares the first file's quarantine."""
+@dataclass(frozen=True)
+class ServiceState:
+    """One file of a service's projection and its state (None: no file yet)."""
+
+    service: str  # whose quarantine ``cvops projections skip`` writes
+    path: Path
+    state: ProjectionState | None
+    worker: int = 0  # i > 0: gateway worker i's copy
+
+    @property
+    def label(self) -> str:
+        return f"{self.service} (worker {self.worker})" if self.worker else self.service
+
+
+def service_states(settings: Settings | None = None) -> list[ServiceState]:
+    """Each installed projection's file; then each other copy the module names (``copies``:
+    gateway worker i's file), which shares the first file's quarantine."""
     settings = settings or load_settings()
     out = []
     for service in sorted(projection_entry_points()):
         module = load_projection(service)
         name = _projection_of(module).name
         db_path = Path(module.db_path(settings))
-        out.append((service, db_path, read_state(db_path, name)))
+        out.append(ServiceState(service, db_path, read_state(db_path, name)))
         copies = getattr(module, "copies", None)
         for path in copies(settings) if copies is not None else []:
-            worker = Path(path).stem.rsplit("-w", 1)[-1]
+            worker = int(Path(path).stem.rsplit("-w", 1)[-1])
             state = read_state(path, name, quarantine=quarantine_path(db_path))
-            out.append((f"{service} (worker {worker})", Path(path), state))
+            out.append(ServiceState(service, Path(path), state, worker))
     return out
 
 
