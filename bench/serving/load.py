@@ -482,8 +482,6 @@ def main() -> int:
         "alike; 0: ONNX Runtime's choice (every core)",
     )
     args = ap.parse_args()
-    # the router is timed, not traced: the test helpers start services under coverage
-    os.environ["COVERAGE_PROCESS_START"] = ""
     levels = [int(c) for c in args.concurrency.split(",")]
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # a cheaper client
     unknown = set(args.models.split(",")) - set(MODELS)

@@ -61,8 +61,18 @@ def service_env(settings: Settings, **extra: str) -> dict[str, str]:
     for name in Settings.__struct_fields__:
         env[f"CVOPS_{name.upper()}"] = str(getattr(settings, name))
     env.update(extra)
-    env.setdefault("COVERAGE_PROCESS_START", str(Path.cwd() / "pyproject.toml"))
+    if _traced():  # a traced test's services are traced too; a benchmark's are not
+        env.setdefault("COVERAGE_PROCESS_START", str(Path.cwd() / "pyproject.toml"))
     return env
+
+
+def _traced() -> bool:
+    """Whether coverage is measuring this process."""
+    try:
+        import coverage
+    except ImportError:
+        return False
+    return coverage.Coverage.current() is not None
 
 
 def start_service(
